@@ -1,0 +1,9 @@
+//! Row types and queries, one module per table.
+
+pub mod account;
+pub mod balance;
+pub mod route;
+
+pub use account::{Account, AccountChanges, NewAccount, Relation};
+pub use balance::{BalanceRow, BalanceView};
+pub use route::Route;

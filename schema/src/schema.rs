@@ -1,0 +1,136 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    accounts (id) {
+        id -> Int8,
+        username -> Text,
+        ilp_address -> Nullable<Text>,
+        asset_code -> Text,
+        asset_scale -> Int2,
+        relation -> Text,
+        max_packet_amount -> Nullable<Int8>,
+        settle_threshold -> Nullable<Int8>,
+        settle_to -> Int8,
+        ledger -> Nullable<Text>,
+        incoming_token_hash -> Bytea,
+        outgoing_url -> Nullable<Text>,
+        outgoing_token -> Nullable<Text>,
+        round_trip_time_ms -> Int4,
+        claims_public_key -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    balance_journal (id) {
+        id -> Int8,
+        account_id -> Int8,
+        amount -> Int8,
+        kind -> Text,
+        reference -> Nullable<Text>,
+        packet_count -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    balances (account_id) {
+        account_id -> Int8,
+        balance -> Int8,
+        held -> Int8,
+        credit_limit -> Nullable<Int8>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    incoming_settlements (id) {
+        id -> Int8,
+        account_id -> Int8,
+        idempotency_key -> Text,
+        amount -> Numeric,
+        scale -> Int2,
+        credited -> Int8,
+        response -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    ledgers (name) {
+        name -> Text,
+        kind -> Text,
+        next_poll_at -> Timestamptz,
+        last_poll_at -> Nullable<Timestamptz>,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    routes (prefix) {
+        prefix -> Text,
+        account_id -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    settlement_claims (id) {
+        id -> Int8,
+        account_id -> Int8,
+        cumulative_amount -> Int8,
+        signed_payload -> Bytea,
+        signature -> Bytea,
+        state -> Text,
+        credited -> Nullable<Int8>,
+        reason -> Nullable<Text>,
+        received_at -> Timestamptz,
+        processed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    settlement_leftovers (account_id) {
+        account_id -> Int8,
+        amount -> Numeric,
+        scale -> Int2,
+    }
+}
+
+diesel::table! {
+    settlements (id) {
+        id -> Uuid,
+        account_id -> Int8,
+        ledger -> Text,
+        amount -> Int8,
+        state -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(balance_journal -> accounts (account_id));
+diesel::joinable!(balances -> accounts (account_id));
+diesel::joinable!(incoming_settlements -> accounts (account_id));
+diesel::joinable!(routes -> accounts (account_id));
+diesel::joinable!(settlement_claims -> accounts (account_id));
+diesel::joinable!(settlement_leftovers -> accounts (account_id));
+diesel::joinable!(settlements -> accounts (account_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    balance_journal,
+    balances,
+    incoming_settlements,
+    ledgers,
+    routes,
+    settlement_claims,
+    settlement_leftovers,
+    settlements,
+);

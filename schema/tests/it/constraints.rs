@@ -1,0 +1,174 @@
+//! Rules the database enforces by itself, whatever the code above it does.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use schema::DbError;
+use schema::models::account::{NewAccount, insert_account};
+use schema::schema::{balance_journal, balances, incoming_settlements};
+use schema::test_db::TestDb;
+
+pub fn new_account<'a>(username: &'a str, token_hash: &'a [u8]) -> NewAccount<'a> {
+    NewAccount {
+        username,
+        ilp_address: None,
+        asset_code: "USD",
+        asset_scale: 2,
+        relation: "child",
+        max_packet_amount: None,
+        settle_threshold: None,
+        settle_to: 0,
+        ledger: None,
+        incoming_token_hash: token_hash,
+        outgoing_url: None,
+        outgoing_token: None,
+        round_trip_time_ms: 500,
+        claims_public_key: None,
+    }
+}
+
+async fn account(
+    conn: &mut AsyncPgConnection,
+    username: &str,
+    seed: u8,
+    credit_limit: Option<i64>,
+) -> i64 {
+    insert_account(conn, &new_account(username, &[seed; 32]), credit_limit)
+        .await
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn balance_below_credit_limit_is_refused() {
+    // Proves the no-overdraft CHECK: balance - held never goes below -credit_limit.
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    let id = account(conn, "alice", 1, Some(100)).await;
+
+    // Down to exactly the limit is allowed, holds included.
+    diesel::update(balances::table.find(id))
+        .set((balances::balance.eq(-60), balances::held.eq(40)))
+        .execute(conn)
+        .await
+        .unwrap();
+    // One more base unit, as a hold or as a posted debit, is refused.
+    let hold = diesel::update(balances::table.find(id))
+        .set(balances::held.eq(41))
+        .execute(conn)
+        .await;
+    assert!(
+        matches!(hold.map_err(DbError::from), Err(DbError::Refused(msg)) if msg.contains("balances_within_credit_limit"))
+    );
+    let post = diesel::update(balances::table.find(id))
+        .set(balances::balance.eq(-61))
+        .execute(conn)
+        .await;
+    assert!(matches!(
+        post.map_err(DbError::from),
+        Err(DbError::Refused(_))
+    ));
+
+    let row = schema::models::balance::find_balance(conn, id)
+        .await
+        .unwrap();
+    assert_eq!((row.balance, row.held), (-60, 40));
+}
+
+#[tokio::test]
+async fn unlimited_credit_allows_any_negative_balance() {
+    // Proves a NULL credit limit means no limit (as for the benchmark's sender).
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    let id = account(conn, "bench", 1, None).await;
+    diesel::update(balances::table.find(id))
+        .set(balances::balance.eq(i64::MIN / 2))
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn duplicate_idempotency_key_is_refused() {
+    // Proves an incoming settlement cannot be recorded (and credited) twice under one key.
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    let id = account(conn, "alice", 1, Some(0)).await;
+    let insert = || {
+        diesel::insert_into(incoming_settlements::table).values((
+            incoming_settlements::account_id.eq(id),
+            incoming_settlements::idempotency_key.eq("key-1"),
+            incoming_settlements::amount.eq(diesel::dsl::sql::<diesel::sql_types::Numeric>("100")),
+            incoming_settlements::scale.eq(2i16),
+            incoming_settlements::credited.eq(100i64),
+        ))
+    };
+    insert().execute(conn).await.unwrap();
+    let again = insert().execute(conn).await.map_err(DbError::from);
+    assert!(
+        matches!(again, Err(DbError::AlreadyExists(msg)) if msg.contains("incoming_settlements_idempotency_key"))
+    );
+    let count: i64 = incoming_settlements::table
+        .count()
+        .get_result(conn)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn usernames_differing_only_in_case_collide() {
+    // Proves the one case rule: `Alice` and `alice` cannot both be live accounts.
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    account(conn, "alice", 1, Some(0)).await;
+    let again = insert_account(conn, &new_account("ALICE", &[2; 32]), Some(0)).await;
+    assert!(
+        matches!(again, Err(DbError::AlreadyExists(msg)) if msg.contains("accounts_username_live_key"))
+    );
+}
+
+#[tokio::test]
+async fn malformed_usernames_and_assets_are_refused() {
+    // Proves the CHECKs on username and asset code, so a bad row cannot come from any client.
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    for (username, asset) in [("has.dot", "USD"), ("", "USD"), ("ok", "USD/x"), ("ok", "")] {
+        let mut new = new_account(username, &[3; 32]);
+        new.asset_code = asset;
+        let result = insert_account(conn, &new, Some(0)).await;
+        assert!(
+            matches!(result, Err(DbError::Refused(_))),
+            "{username:?} {asset:?} was accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn journal_is_append_only() {
+    // Proves no one can rewrite the history that explains a balance.
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    let id = account(conn, "alice", 1, Some(0)).await;
+    diesel::insert_into(balance_journal::table)
+        .values((
+            balance_journal::account_id.eq(id),
+            balance_journal::amount.eq(5i64),
+            balance_journal::kind.eq("adjustment"),
+        ))
+        .execute(conn)
+        .await
+        .unwrap();
+    let update = diesel::update(balance_journal::table)
+        .set(balance_journal::amount.eq(6i64))
+        .execute(conn)
+        .await;
+    assert!(update.is_err());
+    let delete = diesel::delete(balance_journal::table).execute(conn).await;
+    assert!(delete.is_err());
+    assert_eq!(
+        schema::models::balance::sum_journal(conn, id)
+            .await
+            .unwrap(),
+        5
+    );
+}
