@@ -1,1 +1,19 @@
-//! x
+//! `ilp-connector`: an Interledger (ILPv4) connector whose balances live in PostgreSQL.
+//!
+//! # Layout
+//! - [`packet`]: the ILPv4 codec (RFC 27): Prepare, Fulfill, Reject as views over one buffer;
+//!   ILP addresses (RFC 15); error codes; ILDCP (RFC 31).
+//! - [`config`]: the TOML file and environment overrides, validated at start-up.
+//! - [`node`]: `serve`: loads accounts and routes, starts the HTTP listener, runs until
+//!   the stop signal.
+//! - [`cli`]: `accounts`, `routes`, `balances`: the operator's commands on the database.
+//! - [`telemetry`], [`shutdown`]: logging and the stop signal.
+//!
+//! The database contract (tables, the SQL that changes balances) is the `schema` crate.
+
+pub mod cli;
+pub mod config;
+pub mod node;
+pub mod packet;
+pub mod shutdown;
+pub mod telemetry;

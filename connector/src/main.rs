@@ -1,1 +1,130 @@
-fn main() {}
+//! `ilp-connector`: runs the connector (`serve`), applies migrations, and manages accounts,
+//! routes and balances directly in the database.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use connector::cli::{self, AccountsCommand, Output, RoutesCommand};
+use connector::config::{ConnectorConfig, LogFormat};
+
+/// An Interledger (ILPv4) connector with balances in PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "ilp-connector", version, about)]
+struct Cli {
+    /// TOML configuration file (see README "Configuration"); environment overrides apply on top.
+    #[arg(long, short, global = true, env = "ILP_CONNECTOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// PostgreSQL URL; overrides DATABASE_URL and the config file.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Log format: text or json (default: the config's log.format).
+    #[arg(long, global = true)]
+    log_format: Option<LogFormat>,
+    /// Print JSON instead of tables (accounts, routes, balances).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the connector: ILP-over-HTTP on http.listen, until SIGINT or SIGTERM.
+    Serve,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Manage static routes.
+    #[command(subcommand)]
+    Routes(RoutesCommand),
+    /// Show every account's balance and holds.
+    Balances,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the error and its causes, joined.
+            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = ConnectorConfig::load(cli.config.as_deref())?;
+    if let Some(url) = cli.database_url {
+        config.database.url = Some(url);
+    }
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
+    let out = Output { json: cli.json };
+    match cli.command {
+        Command::Serve => {
+            connector::telemetry::init_tracing(config.log.format);
+            let shutdown =
+                connector::shutdown::cancel_on_signal().context("installing signal handlers")?;
+            connector::node::serve(config, shutdown).await
+        }
+        Command::Migrate => {
+            let conn = connect(&config).await?;
+            let applied = schema::migrate::run_pending_migrations(conn)
+                .await
+                .context("applying migrations")?;
+            if out.json {
+                println!("{}", serde_json::json!({ "applied": applied }));
+            } else if applied.is_empty() {
+                println!("database is up to date");
+            } else {
+                for version in applied {
+                    println!("applied {version}");
+                }
+            }
+            Ok(())
+        }
+        Command::Accounts(command) => {
+            let node = config
+                .node
+                .ilp_address
+                .as_deref()
+                .map(connector::packet::Address::new)
+                .transpose()
+                .ok()
+                .flatten();
+            let mut conn = connect(&config).await?;
+            cli::run_accounts(&mut conn, command, node.as_ref(), out).await
+        }
+        Command::Routes(command) => {
+            let mut conn = connect(&config).await?;
+            cli::run_routes(&mut conn, command, out).await
+        }
+        Command::Balances => {
+            let mut conn = connect(&config).await?;
+            cli::run_balances(&mut conn, out).await
+        }
+    }
+}
+
+async fn connect(config: &ConnectorConfig) -> anyhow::Result<diesel_async::AsyncPgConnection> {
+    let pool_config = config.database.pool_config("ilp-connector-cli")?;
+    schema::connect(&pool_config)
+        .await
+        .context("connecting to the database")
+}

@@ -48,14 +48,30 @@ impl From<DieselError> for DbError {
 
 impl From<deadpool::managed::PoolError<diesel_async::pooled_connection::PoolError>> for DbError {
     fn from(err: deadpool::managed::PoolError<diesel_async::pooled_connection::PoolError>) -> Self {
-        DbError::Unavailable(err.to_string())
+        DbError::Unavailable(with_causes(&err))
     }
 }
 
 impl From<diesel::ConnectionError> for DbError {
     fn from(err: diesel::ConnectionError) -> Self {
-        DbError::Unavailable(err.to_string())
+        DbError::Unavailable(with_causes(&err))
     }
+}
+
+/// The error and every cause below it, on one line: tokio-postgres puts the useful part
+/// ("Connection refused") in a source.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn constraint_message(

@@ -1,0 +1,228 @@
+//! `ilp-connector`'s configuration: a TOML file, then environment overrides, validated once
+//! at start-up.
+//!
+//! Every key, its default and unit (README "Configuration" repeats this table):
+//!
+//! | key | env override | default | meaning |
+//! |---|---|---|---|
+//! | `node.ilp_address` | `ILP_CONNECTOR_NODE__ILP_ADDRESS` | (required for `serve`) | our ILP address; children get `<this>.<username>` |
+//! | `http.listen` | `ILP_CONNECTOR_HTTP__LISTEN` | `127.0.0.1:7770` | ILP-over-HTTP listener |
+//! | `http.max_body_bytes` | `ILP_CONNECTOR_HTTP__MAX_BODY_BYTES` | `40000` | larger request bodies get 413 |
+//! | `database.url` | `DATABASE_URL` or `ILP_CONNECTOR_DATABASE__URL` | (required) | PostgreSQL URL |
+//! | `database.pool_size` | `ILP_CONNECTOR_DATABASE__POOL_SIZE` | `16` | connections |
+//! | `database.statement_timeout_ms` | `ILP_CONNECTOR_DATABASE__STATEMENT_TIMEOUT_MS` | `5000` | per statement |
+//! | `database.connect_timeout_ms` | `ILP_CONNECTOR_DATABASE__CONNECT_TIMEOUT_MS` | `5000` | waiting for a connection |
+//! | `log.format` | `ILP_CONNECTOR_LOG__FORMAT` | `text` | `text` or `json` |
+//!
+//! Log levels come from `RUST_LOG` (default `info`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment overrides; `__` separates sections from keys.
+pub const ENV_PREFIX: &str = "ILP_CONNECTOR_";
+/// Default ILP-over-HTTP listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7770";
+/// Default request body limit: an ILP Prepare is at most about 32.8 kB (RFC 27: data ≤ 32767).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 40_000;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// This node.
+    #[serde(default)]
+    pub node: NodeConfig,
+    /// The ILP-over-HTTP listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// PostgreSQL.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Our ILP address.
+    pub ilp_address: Option<String>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Request body limit in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("DEFAULT_LISTEN is a socket address"),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL.
+    pub url: Option<String>,
+    /// Pool size.
+    pub pool_size: usize,
+    /// Per-statement timeout, milliseconds.
+    pub statement_timeout_ms: u64,
+    /// Connection wait timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            pool_size: schema::pool::DEFAULT_POOL_SIZE,
+            statement_timeout_ms: schema::pool::DEFAULT_STATEMENT_TIMEOUT.as_millis() as u64,
+            connect_timeout_ms: schema::pool::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The pool settings, for a process named `application_name`.
+    pub fn pool_config(&self, application_name: &str) -> anyhow::Result<schema::PoolConfig> {
+        let Some(url) = &self.url else {
+            bail!(
+                "database.url is not set: pass --database-url, set DATABASE_URL, or set it in the config file"
+            );
+        };
+        Ok(schema::PoolConfig {
+            url: url.clone(),
+            application_name: application_name.to_owned(),
+            size: self.pool_size,
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+        })
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl ConnectorConfig {
+    /// Reads `file` (when given), then the environment, and validates the result.
+    /// Errors name the offending key.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<ConnectorConfig> {
+        let mut figment = Figment::from(Serialized::defaults(ConnectorConfig::default_values()));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            figment = figment.merge(Serialized::default("database.url", url));
+        }
+        let config: ConnectorConfig = figment
+            .extract()
+            .map_err(|err| anyhow::anyhow!(one_line(err)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn default_values() -> ConnectorConfig {
+        ConnectorConfig {
+            node: NodeConfig::default(),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(address) = &self.node.ilp_address {
+            crate::packet::Address::new(address).map_err(|err| {
+                anyhow::anyhow!("node.ilp_address: {address:?} is not an ILP address: {err}")
+            })?;
+        }
+        if self.http.max_body_bytes < 1024 {
+            bail!(
+                "http.max_body_bytes: {} is too small for an ILP Prepare",
+                self.http.max_body_bytes
+            );
+        }
+        if self.database.pool_size == 0 {
+            bail!("database.pool_size: must be at least 1");
+        }
+        if self.database.statement_timeout_ms == 0 {
+            bail!("database.statement_timeout_ms: must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Our ILP address; `serve` needs one.
+    pub fn ilp_address(&self) -> anyhow::Result<crate::packet::Address> {
+        let address = self.node.ilp_address.as_deref().context(
+            "node.ilp_address is not set: set it in the config file or ILP_CONNECTOR_NODE__ILP_ADDRESS",
+        )?;
+        crate::packet::Address::new(address)
+            .map_err(|err| anyhow::anyhow!("node.ilp_address: {err}"))
+    }
+}
+
+/// figment errors can span lines; the CLI promises one-line reasons.
+fn one_line(err: figment::Error) -> String {
+    let mut message = String::new();
+    for e in err {
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        let key = e.path.join(".");
+        let source = e
+            .metadata
+            .as_ref()
+            .and_then(|m| m.source.as_ref())
+            .map(|s| format!(" in {s}"))
+            .unwrap_or_default();
+        if key.is_empty() {
+            message.push_str(&format!("{}{source}", e.kind));
+        } else {
+            message.push_str(&format!("{key}: {}{source}", e.kind));
+        }
+    }
+    message
+}
