@@ -1,1 +1,93 @@
-fn main() {}
+//! `ilp-settlement-worker`: load the configuration, set up logging and the pool, then run the
+//! worker until SIGINT or SIGTERM. Start-up errors are one line on stderr and exit code 1.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use settlement_worker::{LogFormat, WorkerConfig};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Shown in `pg_stat_activity.application_name`.
+const APPLICATION_NAME: &str = "ilp-settlement-worker";
+
+/// Settles balances through each ledger's adaptor, on each ledger's schedule.
+#[derive(Debug, Parser)]
+#[command(name = "ilp-settlement-worker", version, about)]
+struct Cli {
+    /// TOML configuration file (ledgers, worker, database, log).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// PostgreSQL URL; overrides database.url.
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Log line format; overrides log.format.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match start(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` joins the context chain on one line; no backtrace.
+            eprintln!("ilp-settlement-worker: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(cli: Cli) -> anyhow::Result<()> {
+    let mut config = WorkerConfig::load(cli.config.as_deref())?;
+    if let Some(url) = cli.database_url {
+        config.database.url = Some(url);
+    }
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
+    init_tracing(config.log.format)?;
+
+    let pool_config = config.database.pool_config(APPLICATION_NAME)?;
+    let pool = schema::build_pool(&pool_config).context("building the database pool")?;
+
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone())?;
+    settlement_worker::run(config, pool, shutdown).await
+}
+
+fn init_tracing(format: LogFormat) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::stdout().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|err| anyhow::anyhow!("setting up logging: {err}"))
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM; the worker stops after its current
+/// ledger run.
+fn cancel_on_signal(shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping after the current ledger run");
+        shutdown.cancel();
+    });
+    Ok(())
+}

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod balance;
+pub mod ledger;
 pub mod route;
 
 pub use account::{Account, AccountChanges, NewAccount, Relation};

@@ -1,0 +1,318 @@
+//! The worker's loop: claim a due ledger, poll it, schedule its next poll; sleep when none
+//! is due; stop between ledger runs when asked.
+//!
+//! Replicas share nothing but the database. Each run is bracketed by
+//! [`claim_due_ledger`] (a lease, so no other replica polls that ledger meanwhile) and
+//! [`finish_poll`] (the next due time, computed here from the ledger's [`Schedule`], and the
+//! lease released). A replica killed mid-run leaves its lease to lapse, after which another
+//! replica takes the ledger over. A run must therefore finish within `worker.lease_secs`:
+//! the settlement logic still to come has to bound its work per run (or renew the lease).
+//!
+//! [`Schedule`]: crate::schedule::Schedule
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use schema::DbError;
+use schema::DbPool;
+use schema::models::ledger::{
+    ClaimedLedger, NewLedger, claim_due_ledger, database_now, finish_poll, register_ledgers,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{LedgerConfig, WorkerConfig};
+
+/// First wait after a database error.
+pub const DB_RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Longest wait between retries while the database stays unreachable; the wait doubles up
+/// to this.
+pub const DB_RETRY_MAX: Duration = Duration::from_secs(10);
+/// Next poll of a ledger whose schedule has no further time (only past croner's horizon,
+/// the year 5000): far enough not to spin, near enough to be noticed in the logs.
+pub const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// One finished ledger run, as [`run_observed`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollRecord {
+    /// The ledger.
+    pub ledger: String,
+    /// The replica that polled it (`worker.instance_name`).
+    pub owner: String,
+    /// The due time that made it claimable (database clock).
+    pub due_at: DateTime<Utc>,
+    /// When the claim was made (database clock).
+    pub claimed_at: DateTime<Utc>,
+    /// The due time written for the next poll (database clock).
+    pub next_poll_at: DateTime<Utc>,
+    /// Local time just after the claim returned: the lease was ours from here...
+    pub started: Instant,
+    /// ...to here, just after the lease was released.
+    pub finished: Instant,
+    /// Whether the lease was still ours at the end (`false`: it lapsed and was taken over).
+    pub lease_kept: bool,
+}
+
+/// Called after every finished ledger run; tests use it to watch the schedule.
+pub type PollObserver = Arc<dyn Fn(&PollRecord) + Send + Sync>;
+
+/// Runs the worker until `shutdown` is cancelled: registers the configured ledgers, logs
+/// `ilp-settlement-worker ready`, then claims and polls due ledgers. Database errors are
+/// logged and retried with backoff; they never end the loop. Cancellation is checked
+/// between ledger runs, so a run in progress finishes first.
+pub async fn run(
+    config: WorkerConfig,
+    pool: DbPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_observed(config, pool, shutdown, None).await
+}
+
+/// [`run`], reporting each finished ledger run to `observer`.
+pub async fn run_observed(
+    config: WorkerConfig,
+    pool: DbPool,
+    shutdown: CancellationToken,
+    observer: Option<PollObserver>,
+) -> anyhow::Result<()> {
+    let runner = Runner::new(config, pool, observer);
+    let mut backoff = Backoff::new();
+
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        match runner.register().await {
+            Ok(()) => break,
+            Err(err) => {
+                tracing::error!(error = %err, "registering the ledgers failed; retrying");
+                if sleep_or_cancelled(backoff.next_wait(), &shutdown).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    tracing::info!(
+        ledgers = %runner.names.join(","),
+        instance = %runner.owner,
+        "ilp-settlement-worker ready"
+    );
+    if runner.names.is_empty() {
+        tracing::warn!("no [[ledgers]] configured: nothing to poll");
+        shutdown.cancelled().await;
+        return Ok(());
+    }
+
+    backoff.reset();
+    while !shutdown.is_cancelled() {
+        let wait = match runner.run_one().await {
+            // Another ledger may be due already: look again at once.
+            Ok(true) => {
+                backoff.reset();
+                continue;
+            }
+            Ok(false) => {
+                backoff.reset();
+                runner.idle_poll
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "ledger run failed; retrying");
+                backoff.next_wait()
+            }
+        };
+        if sleep_or_cancelled(wait, &shutdown).await {
+            break;
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What one replica's loop needs, built once from the configuration.
+struct Runner {
+    pool: DbPool,
+    owner: String,
+    lease: Duration,
+    idle_poll: Duration,
+    names: Vec<String>,
+    ledgers: HashMap<String, LedgerConfig>,
+    observer: Option<PollObserver>,
+}
+
+impl Runner {
+    fn new(config: WorkerConfig, pool: DbPool, observer: Option<PollObserver>) -> Runner {
+        let names = config.ledger_names();
+        Runner {
+            pool,
+            owner: config.worker.instance_name,
+            lease: config.worker.lease,
+            idle_poll: config.worker.idle_poll,
+            names,
+            ledgers: config
+                .ledgers
+                .into_iter()
+                .map(|ledger| (ledger.name.clone(), ledger))
+                .collect(),
+            observer,
+        }
+    }
+
+    /// Upserts the configured ledgers; a new one is first due at its schedule's next time.
+    async fn register(&self) -> Result<(), DbError> {
+        let mut conn = self.pool.get().await?;
+        let now = database_now(&mut conn).await?;
+        let rows: Vec<NewLedger<'_>> = self
+            .names
+            .iter()
+            .filter_map(|name| self.ledgers.get(name))
+            .map(|ledger| NewLedger {
+                name: &ledger.name,
+                kind: ledger.kind.as_str(),
+                next_poll_at: next_poll_at(ledger, now),
+            })
+            .collect();
+        register_ledgers(&mut conn, &rows).await
+    }
+
+    /// Claims, polls and reschedules one due ledger; `false` when none was due.
+    async fn run_one(&self) -> Result<bool, DbError> {
+        let claimed = {
+            let mut conn = self.pool.get().await?;
+            claim_due_ledger(&mut conn, &self.owner, &self.names, self.lease).await?
+        };
+        let Some(claimed) = claimed else {
+            return Ok(false);
+        };
+        let started = Instant::now();
+        let Some(ledger) = self.ledgers.get(&claimed.name) else {
+            // Unreachable: the claim only considers `self.names`. The lease lapses on its own.
+            tracing::error!(ledger.name = %claimed.name, "claimed a ledger that is not configured");
+            return Ok(true);
+        };
+
+        poll_ledger(ledger, &claimed).await;
+
+        // The database's clock at the claim plus the time since, so that a slow poll
+        // schedules the next time after now rather than one already past.
+        let elapsed = TimeDelta::from_std(started.elapsed()).unwrap_or(TimeDelta::zero());
+        let now = claimed
+            .claimed_at
+            .checked_add_signed(elapsed)
+            .unwrap_or(claimed.claimed_at);
+        let next = next_poll_at(ledger, now);
+        let lease_kept = {
+            let mut conn = self.pool.get().await?;
+            finish_poll(&mut conn, &claimed.name, &self.owner, next).await?
+        };
+        if !lease_kept {
+            tracing::warn!(
+                ledger.name = %claimed.name,
+                lease = ?self.lease,
+                "the lease lapsed during the poll and another replica took the ledger over"
+            );
+        }
+        if let Some(observer) = &self.observer {
+            observer(&PollRecord {
+                ledger: claimed.name.clone(),
+                owner: self.owner.clone(),
+                due_at: claimed.due_at,
+                claimed_at: claimed.claimed_at,
+                next_poll_at: next,
+                started,
+                finished: Instant::now(),
+                lease_kept,
+            });
+        }
+        Ok(true)
+    }
+}
+
+/// Polls one claimed ledger; for now it only logs: outgoing and incoming settlement come later.
+#[tracing::instrument(
+    name = "settlement.poll",
+    skip_all,
+    fields(ledger.name = %ledger.name, ledger.kind = %ledger.kind)
+)]
+async fn poll_ledger(ledger: &LedgerConfig, claimed: &ClaimedLedger) {
+    tracing::info!(
+        due_at = %claimed.due_at,
+        lease_expires_at = %claimed.lease_expires_at,
+        "polling"
+    );
+}
+
+/// `ledger`'s next due time after `now`.
+fn next_poll_at(ledger: &LedgerConfig, now: DateTime<Utc>) -> DateTime<Utc> {
+    match ledger.schedule.next_after(now) {
+        Some(next) => next,
+        None => {
+            tracing::error!(
+                ledger.name = %ledger.name,
+                schedule = %ledger.schedule,
+                "the schedule has no further time; trying again in a day"
+            );
+            let retry = TimeDelta::from_std(UNSCHEDULABLE_RETRY).unwrap_or(TimeDelta::days(1));
+            now.checked_add_signed(retry).unwrap_or(now)
+        }
+    }
+}
+
+/// Sleeps for `wait`; `true` when `shutdown` came first.
+async fn sleep_or_cancelled(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => false,
+        () = shutdown.cancelled() => true,
+    }
+}
+
+/// Doubling waits between retries, from [`DB_RETRY_FIRST`] to [`DB_RETRY_MAX`].
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: DB_RETRY_FIRST,
+        }
+    }
+
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(DB_RETRY_MAX);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.next = DB_RETRY_FIRST;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves retry waits double from the first to the cap and start over after a success.
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<Duration> = (0..8).map(|_| backoff.next_wait()).collect();
+        assert_eq!(waits[0], DB_RETRY_FIRST);
+        assert_eq!(waits[1], DB_RETRY_FIRST * 2);
+        assert_eq!(*waits.last().unwrap(), DB_RETRY_MAX);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        backoff.reset();
+        assert_eq!(backoff.next_wait(), DB_RETRY_FIRST);
+    }
+
+    // Proves a cancelled token ends a wait at once.
+    #[tokio::test]
+    async fn sleep_ends_on_shutdown() {
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        assert!(sleep_or_cancelled(Duration::from_secs(3600), &shutdown).await);
+        assert!(!sleep_or_cancelled(Duration::from_millis(1), &CancellationToken::new()).await);
+    }
+}
