@@ -8,6 +8,7 @@
 //! | `node.ilp_address` | `ILP_CONNECTOR_NODE__ILP_ADDRESS` | (required for `serve`) | our ILP address; children get `<this>.<username>` |
 //! | `http.listen` | `ILP_CONNECTOR_HTTP__LISTEN` | `127.0.0.1:7770` | ILP-over-HTTP listener |
 //! | `http.max_body_bytes` | `ILP_CONNECTOR_HTTP__MAX_BODY_BYTES` | `40000` | larger request bodies get 413 |
+//! | `http.max_in_flight` | `ILP_CONNECTOR_HTTP__MAX_IN_FLIGHT` | `10000` | Prepares in flight at once; more get T03 |
 //! | `database.url` | `DATABASE_URL` or `ILP_CONNECTOR_DATABASE__URL` | (required) | PostgreSQL URL |
 //! | `database.pool_size` | `ILP_CONNECTOR_DATABASE__POOL_SIZE` | `16` | connections |
 //! | `database.statement_timeout_ms` | `ILP_CONNECTOR_DATABASE__STATEMENT_TIMEOUT_MS` | `5000` | per statement |
@@ -31,6 +32,8 @@ pub const ENV_PREFIX: &str = "ILP_CONNECTOR_";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7770";
 /// Default request body limit: an ILP Prepare is at most about 32.8 kB (RFC 27: data ≤ 32767).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 40_000;
+/// Default cap on Prepares in flight at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +69,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Request body limit in bytes.
     pub max_body_bytes: usize,
+    /// Prepares in flight at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for HttpConfig {
@@ -75,6 +80,7 @@ impl Default for HttpConfig {
                 .parse()
                 .expect("DEFAULT_LISTEN is a socket address"),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -184,6 +190,9 @@ impl ConnectorConfig {
                 "http.max_body_bytes: {} is too small for an ILP Prepare",
                 self.http.max_body_bytes
             );
+        }
+        if self.http.max_in_flight == 0 {
+            bail!("http.max_in_flight: must be at least 1");
         }
         if self.database.pool_size == 0 {
             bail!("database.pool_size: must be at least 1");

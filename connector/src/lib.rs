@@ -3,6 +3,11 @@
 //! # Layout
 //! - [`packet`]: the ILPv4 codec (RFC 27): Prepare, Fulfill, Reject as views over one buffer;
 //!   ILP addresses (RFC 15); error codes; ILDCP (RFC 31).
+//! - [`service`]: the service traits, [`service::IlpResult`], and the links of the chain
+//!   (validators, ILDCP, the `peer.*` guard, the expiry shortener); [`router`] picks the
+//!   next hop; [`chain`] writes their order down in one function.
+//! - [`http`]: ILP-over-HTTP: the server (auth, limits) and the client (keep-alive pools).
+//! - [`accounts`]: accounts, tokens and routes cached in memory, refreshed on NOTIFY.
 //! - [`config`]: the TOML file and environment overrides, validated at start-up.
 //! - [`node`]: `serve`: loads accounts and routes, starts the HTTP listener, runs until
 //!   the stop signal.
@@ -11,9 +16,14 @@
 //!
 //! The database contract (tables, the SQL that changes balances) is the `schema` crate.
 
+pub mod accounts;
+pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod node;
 pub mod packet;
+pub mod router;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;

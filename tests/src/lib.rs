@@ -1,1 +1,281 @@
-//! x
+//! The end-to-end harness: real `ilp-connector` processes, each with its own fresh
+//! database, and a scriptable ILP-over-HTTP receiver, all on 127.0.0.1.
+//!
+//! # Layout
+//! - [`Node`]: one `ilp-connector serve` process; killed when dropped. [`Node::cli`] runs
+//!   the CLI against the same database.
+//! - [`Receiver`]: a hyper server that fulfills, fulfills wrongly, or never answers.
+//! - [`send_prepare`]: POSTs a Prepare like a peer would and returns status and packet.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use connector::packet::{
+    AddressRef, FulfillBuilder, Packet, Prepare, PrepareBuilder, condition_for,
+};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use schema::test_db::TestDb;
+
+/// The fulfillment the [`Receiver`] answers with, and the condition senders use.
+pub const FULFILLMENT: [u8; 32] = *b"e2e-fixed-preimage-for-32-bytes!";
+
+/// SHA-256 of [`FULFILLMENT`].
+pub fn condition() -> [u8; 32] {
+    condition_for(&FULFILLMENT)
+}
+
+/// Where the workspace's binaries are: next to this test binary's `deps/` folder.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run the tests through cargo (it builds the workspace's binaries)",
+        path.display()
+    );
+    path
+}
+
+/// A running `ilp-connector serve` with its own database.
+pub struct Node {
+    /// Its database (dropped after the process).
+    pub db: TestDb,
+    /// Its ILP-over-HTTP address.
+    pub addr: SocketAddr,
+    /// Its ILP address.
+    pub ilp_address: String,
+    child: Child,
+}
+
+impl Node {
+    /// Starts a connector with address `ilp_address` on a fresh database, after adding the
+    /// accounts `setup` creates through the CLI, and waits for its ready line.
+    pub async fn start(
+        ilp_address: &str,
+        setup: impl FnOnce(&dyn Fn(&[&str]) -> serde_json::Value),
+    ) -> Node {
+        let db = TestDb::new().await;
+        setup(&|args: &[&str]| cli(db.url(), args));
+        let mut child = Command::new(binary("ilp-connector"))
+            .arg("serve")
+            .env("DATABASE_URL", db.url())
+            .env("ILP_CONNECTOR_NODE__ILP_ADDRESS", ilp_address)
+            .env("ILP_CONNECTOR_HTTP__LISTEN", "127.0.0.1:0")
+            .env("ILP_CONNECTOR_LOG__FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env_remove("ILP_CONNECTOR_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting ilp-connector");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.contains("ilp-connector ready") {
+                    let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                    let _ = tx.send(value["listen"].as_str().map(str::to_owned));
+                    sent = true;
+                }
+                if std::env::var_os("E2E_LOGS").is_some() {
+                    eprintln!("[connector] {line}");
+                }
+            }
+        });
+        let listen = rx
+            .recv_timeout(Duration::from_secs(20))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("ilp-connector {ilp_address} did not log its ready line"));
+        Node {
+            db,
+            addr: listen.parse().expect("listen address"),
+            ilp_address: ilp_address.to_owned(),
+            child,
+        }
+    }
+
+    /// Runs `ilp-connector --json ARGS` on this node's database; must succeed.
+    pub fn cli(&self, args: &[&str]) -> serde_json::Value {
+        cli(self.db.url(), args)
+    }
+
+    /// `http://<addr>/ilp`.
+    pub fn url(&self) -> String {
+        format!("http://{}/ilp", self.addr)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `ilp-connector --json ARGS` against `database_url`; must succeed.
+pub fn cli(database_url: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(binary("ilp-connector"))
+        .arg("--json")
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env_remove("ILP_CONNECTOR_CONFIG")
+        .output()
+        .expect("running ilp-connector");
+    assert!(
+        out.status.success(),
+        "ilp-connector {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// How the [`Receiver`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Fulfill with [`FULFILLMENT`].
+    Fulfill,
+    /// Fulfill with a preimage that does not match.
+    WrongFulfillment,
+    /// Never answer.
+    Silent,
+}
+
+/// A fulfilling (or misbehaving) ILP-over-HTTP endpoint on 127.0.0.1.
+pub struct Receiver {
+    /// Its address.
+    pub addr: SocketAddr,
+    received: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    /// Starts a receiver that behaves as `behaviour`.
+    pub async fn start(behaviour: Behaviour) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = received.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: Request<hyper::body::Incoming>| {
+                            let counter = counter.clone();
+                            async move {
+                                let body = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                if Prepare::try_from(BytesMut::from(&body[..])).is_ok() {
+                                    counter.fetch_add(1, Ordering::SeqCst);
+                                }
+                                let fulfillment = match behaviour {
+                                    Behaviour::Fulfill => FULFILLMENT,
+                                    Behaviour::WrongFulfillment => [1; 32],
+                                    Behaviour::Silent => std::future::pending().await,
+                                };
+                                let fulfill = FulfillBuilder {
+                                    fulfillment: &fulfillment,
+                                    data: b"thanks",
+                                }
+                                .build()
+                                .expect("a small Fulfill builds");
+                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                    fulfill.into_bytes().freeze(),
+                                )))
+                            }
+                        },
+                    );
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    /// `http://<addr>/ilp`.
+    pub fn url(&self) -> String {
+        format!("http://{}/ilp", self.addr)
+    }
+
+    /// Prepares received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A Prepare to `destination` for `amount`, expiring in `expires_in`, with [`condition`].
+pub fn prepare(destination: &str, amount: u64, expires_in: Duration) -> Prepare {
+    PrepareBuilder {
+        amount,
+        expires_at: SystemTime::now() + expires_in,
+        execution_condition: &condition(),
+        destination: AddressRef::new(destination).expect("a valid test address"),
+        data: b"e2e",
+    }
+    .build()
+    .expect("a small Prepare builds")
+}
+
+/// POSTs `body` to `url` with `token` (if any); returns the status and the parsed packet
+/// (for a 200).
+pub async fn send(url: &str, token: Option<&str>, body: Bytes) -> (StatusCode, Option<Packet>) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut request = Request::post(url).header("content-type", "application/octet-stream");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client
+        .request(request.body(Full::new(body)).expect("request"))
+        .await
+        .expect("sending");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("reading the answer")
+        .to_bytes();
+    let packet = (status == StatusCode::OK)
+        .then(|| Packet::try_from(BytesMut::from(&body[..])).expect("a packet"));
+    (status, packet)
+}
+
+/// POSTs a Prepare; returns the packet the connector answered with (status must be 200).
+pub async fn send_prepare(url: &str, token: &str, prepare: Prepare) -> Packet {
+    let (status, packet) = send(url, Some(token), prepare.into_bytes().freeze()).await;
+    assert_eq!(status, StatusCode::OK);
+    packet.expect("a 200 carries a packet")
+}

@@ -1,0 +1,35 @@
+//! `build_chain`: the one place the order of the services is written down.
+//!
+//! ```text
+//! HTTP server (auth, body limit, in-flight cap → T03, one span per packet)
+//!  → IncomingValidator   expired → R00; over max packet amount → F08
+//!  → IldcpService        peer.config → the account's address, asset code and scale
+//!  → PeerProtocolGuard   any other peer.* → F02, never routed
+//!  → Router              longest-prefix match → F02; same asset only, 1:1
+//!  → ExpiryShortener     minus the next hop's round trip, capped → R02
+//!  → OutgoingValidator   timer at the shortened expiry → R00; wrong fulfillment → F05
+//!  → HttpClientService   keep-alive pool per peer; unreachable → T01, 5xx → T00
+//! ```
+
+use std::sync::Arc;
+
+use crate::accounts::SharedDirectory;
+use crate::http::client::HttpClientService;
+use crate::packet::Address;
+use crate::router::Router;
+use crate::service::IncomingService;
+use crate::service::expiry::ExpiryShortener;
+use crate::service::ildcp::IldcpService;
+use crate::service::peer::PeerProtocolGuard;
+use crate::service::validator::{IncomingValidator, OutgoingValidator};
+
+/// Builds the chain, innermost first.
+pub fn build_chain(node: Arc<Address>, directory: Arc<SharedDirectory>) -> impl IncomingService {
+    let outgoing = HttpClientService::new(node.clone());
+    let outgoing = OutgoingValidator::new(node.clone(), outgoing);
+    let outgoing = ExpiryShortener::new(node.clone(), outgoing);
+    let incoming = Router::new(node.clone(), directory, outgoing);
+    let incoming = PeerProtocolGuard::new(node.clone(), incoming);
+    let incoming = IldcpService::new(node.clone(), incoming);
+    IncomingValidator::new(node, incoming)
+}

@@ -1,0 +1,131 @@
+//! `HttpClientService`: the last link, which POSTs the Prepare to the next hop over a
+//! keep-alive connection pool and reads its Fulfill or Reject.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::packet::{Address, ErrorCode, Packet};
+use crate::service::{IlpResult, OutgoingRequest, OutgoingService, reject};
+
+use super::OCTET_STREAM;
+
+/// Largest response body we read from a peer: a Fulfill or Reject with maximal data.
+pub const MAX_RESPONSE_BYTES: usize = 40_000;
+/// Idle keep-alive connections kept per peer.
+pub const MAX_IDLE_CONNECTIONS_PER_PEER: usize = 256;
+/// How long an idle connection is kept.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Sends Prepares over ILP-over-HTTP. Errors map to Rejects: unreachable → T01, 5xx → T00,
+/// any other non-200 → T01, an unreadable body → T00. The caller bounds the wait (the
+/// outgoing validator's timer at the Prepare's expiry).
+#[derive(Debug, Clone)]
+pub struct HttpClientService {
+    node: Arc<Address>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpClientService {
+    /// A client with a keep-alive pool per peer.
+    pub fn new(node: Arc<Address>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS_PER_PEER)
+            .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
+            .build(connector);
+        HttpClientService { node, client }
+    }
+}
+
+impl OutgoingService for HttpClientService {
+    async fn send_request(&self, request: OutgoingRequest) -> IlpResult {
+        let to = &request.to;
+        let unreachable =
+            |why: String| reject(&self.node, ErrorCode::T01_PEER_UNREACHABLE, &why, &[]);
+        let Some(outgoing) = &to.outgoing else {
+            return Err(unreachable(format!(
+                "account {} has no outgoing URL",
+                to.username
+            )));
+        };
+        let mut http = Request::post(outgoing.uri.clone()).header(CONTENT_TYPE, OCTET_STREAM);
+        if let Some(authorization) = &outgoing.authorization {
+            http = http.header(AUTHORIZATION, authorization.clone());
+        }
+        let body = Full::new(request.prepare.into_bytes().freeze());
+        let http = match http.body(body) {
+            Ok(http) => http,
+            Err(err) => {
+                return Err(unreachable(format!(
+                    "cannot build a request to {}: {err}",
+                    to.username
+                )));
+            }
+        };
+        let response = match self.client.request(http).await {
+            Ok(response) => response,
+            Err(err) => {
+                tracing::debug!(to.account = %to.username, error = %err, "peer unreachable");
+                return Err(unreachable(format!("{} unreachable: {err}", to.username)));
+            }
+        };
+        let status = response.status();
+        if status != StatusCode::OK {
+            let code = if status.is_server_error() {
+                ErrorCode::T00_INTERNAL_ERROR
+            } else {
+                ErrorCode::T01_PEER_UNREACHABLE
+            };
+            return Err(reject(
+                &self.node,
+                code,
+                &format!("{} answered HTTP {status}", to.username),
+                &[],
+            ));
+        }
+        let body = match Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(err) => {
+                return Err(reject(
+                    &self.node,
+                    ErrorCode::T00_INTERNAL_ERROR,
+                    &format!("reading {}'s answer: {err}", to.username),
+                    &[],
+                ));
+            }
+        };
+        let bytes = body
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        match Packet::try_from(bytes) {
+            Ok(Packet::Fulfill(fulfill)) => Ok(fulfill),
+            // A downstream Reject goes back upstream unchanged: code, triggeredBy, message, data.
+            Ok(Packet::Reject(reject)) => Err(reject),
+            Ok(Packet::Prepare(_)) => Err(reject(
+                &self.node,
+                ErrorCode::T00_INTERNAL_ERROR,
+                &format!("{} answered with a Prepare", to.username),
+                &[],
+            )),
+            Err(err) => Err(reject(
+                &self.node,
+                ErrorCode::T00_INTERNAL_ERROR,
+                &format!("{} answered with an invalid packet: {err}", to.username),
+                &[],
+            )),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The ILP-over-HTTP server: authenticates the caller, reads the Prepare, runs the chain,
+//! and answers 200 with the Fulfill or Reject.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /ilp`, bearer token of an account | 200 + Fulfill or Reject |
+//! | `POST /accounts/{username}/ilp`, that account's token | 200 + Fulfill or Reject |
+//! | missing or wrong token | 401, nothing forwarded |
+//! | content type other than `application/octet-stream`, `application/ilp+octet-stream` | 415 |
+//! | body over `http.max_body_bytes` | 413 |
+//! | body that is not an ILP Prepare | 400 |
+//! | other paths / methods | 404 / 405 |
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::accounts::{AccountInfo, SharedDirectory};
+use crate::packet::{Address, ErrorCode, Prepare};
+use crate::service::{IncomingRequest, IncomingService, reject};
+
+use super::{ILP_OCTET_STREAM, OCTET_STREAM};
+
+/// How long shutdown waits for packets in flight: the longest hold we allow, plus a margin.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(32);
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct ServerState<S> {
+    /// Our address, for our own Rejects.
+    pub node: Arc<Address>,
+    /// Accounts and tokens.
+    pub directory: Arc<SharedDirectory>,
+    /// The incoming chain.
+    pub chain: S,
+    /// Packets in flight at once; over it, T03 at once (a queued packet may outlive its expiry).
+    pub in_flight: Semaphore,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+}
+
+/// Serves connections from `listener` until `shutdown`, then waits up to
+/// [`SHUTDOWN_GRACE`] for requests in flight.
+pub async fn serve<S: IncomingService>(
+    listener: TcpListener,
+    state: Arc<ServerState<S>>,
+    shutdown: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+        let state = state.clone();
+        let service = service_fn(move |request| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(request, &state).await) }
+        });
+        let connection = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period");
+    }
+}
+
+fn status(code: StatusCode, message: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(message.as_bytes())));
+    *response.status_mut() = code;
+    response
+}
+
+fn packet_response(bytes: BytesMut) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(bytes.freeze()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
+    response
+}
+
+/// One HTTP request, start to finish. Never fails: every problem is a status or a Reject.
+async fn handle<S: IncomingService>(
+    request: Request<Incoming>,
+    state: &ServerState<S>,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    let username = match path {
+        "/ilp" => None,
+        _ => match path
+            .strip_prefix("/accounts/")
+            .and_then(|rest| rest.strip_suffix("/ilp"))
+        {
+            Some(username) if !username.is_empty() && !username.contains('/') => {
+                Some(username.to_owned())
+            }
+            _ => return status(StatusCode::NOT_FOUND, "not found"),
+        },
+    };
+    if request.method() != Method::POST {
+        return status(StatusCode::METHOD_NOT_ALLOWED, "POST only");
+    }
+    let Some(from) = authenticate(&request, username.as_deref(), &state.directory) else {
+        return status(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    };
+    if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        if !essence.eq_ignore_ascii_case(OCTET_STREAM)
+            && !essence.eq_ignore_ascii_case(ILP_OCTET_STREAM)
+        {
+            return status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content type must be application/octet-stream",
+            );
+        }
+    }
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > state.max_body_bytes as u64) {
+        return status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body too large for an ILP Prepare",
+        );
+    }
+    let body = match Limited::new(request.into_body(), state.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body too large for an ILP Prepare",
+            );
+        }
+        Err(_) => return status(StatusCode::BAD_REQUEST, "could not read the body"),
+    };
+    let bytes = body
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    let prepare = match Prepare::try_from(bytes) {
+        Ok(prepare) => prepare,
+        Err(err) => {
+            tracing::debug!(from.account = %from.username, error = %err, "body is not an ILP Prepare");
+            return status(StatusCode::BAD_REQUEST, "body is not a valid ILP Prepare");
+        }
+    };
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        let reject = reject(
+            &state.node,
+            ErrorCode::T03_CONNECTOR_BUSY,
+            "too many packets in flight",
+            &[],
+        );
+        return packet_response(reject.into_bytes());
+    };
+    // One span per packet. At debug level, so that the default `info` costs nothing per packet.
+    let span = tracing::debug_span!(
+        "packet",
+        from.account = %from.username,
+        prepare.destination = %prepare.destination(),
+        prepare.amount = prepare.amount(),
+    );
+    let result = state
+        .chain
+        .handle_request(IncomingRequest { from, prepare })
+        .instrument(span)
+        .await;
+    match result {
+        Ok(fulfill) => packet_response(fulfill.into_bytes()),
+        Err(reject) => packet_response(reject.into_bytes()),
+    }
+}
+
+/// The account whose token the request carries. Only SHA-256 hashes of tokens are kept;
+/// the comparison with the stored hash is constant-time.
+fn authenticate(
+    request: &Request<Incoming>,
+    username: Option<&str>,
+    directory: &SharedDirectory,
+) -> Option<Arc<AccountInfo>> {
+    let header = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return None;
+    }
+    let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    let directory = directory.current();
+    let account = match username {
+        // A lookup keyed by the hash reveals nothing about the token through timing.
+        None => directory.by_token_hash(&hash)?,
+        Some(username) => directory.by_username(username)?,
+    };
+    bool::from(account.token_hash.ct_eq(&hash)).then(|| account.clone())
+}
