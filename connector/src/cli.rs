@@ -433,8 +433,8 @@ pub async fn run_accounts(
                 println!("{}", serde_json::Value::Array(list));
             } else {
                 println!(
-                    "{:<20} {:<8} {:<6} {:<40} {:>20} {}",
-                    "USERNAME", "ASSET", "REL", "ILP ADDRESS", "CREDIT LIMIT", "OUTGOING URL"
+                    "{:<20} {:<8} {:<6} {:<40} {:>20} OUTGOING URL",
+                    "USERNAME", "ASSET", "REL", "ILP ADDRESS", "CREDIT LIMIT"
                 );
                 for a in &accounts {
                     let limit = limit_of(a.id).map_or("unlimited".to_owned(), |l| l.to_string());

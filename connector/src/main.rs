@@ -37,7 +37,7 @@ enum Command {
     Migrate,
     /// Manage accounts.
     #[command(subcommand)]
-    Accounts(AccountsCommand),
+    Accounts(Box<AccountsCommand>),
     /// Manage static routes.
     #[command(subcommand)]
     Routes(RoutesCommand),
@@ -109,7 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok()
                 .flatten();
             let mut conn = connect(&config).await?;
-            cli::run_accounts(&mut conn, command, node.as_ref(), out).await
+            cli::run_accounts(&mut conn, *command, node.as_ref(), out).await
         }
         Command::Routes(command) => {
             let mut conn = connect(&config).await?;

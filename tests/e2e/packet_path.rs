@@ -206,11 +206,9 @@ async fn missing_or_wrong_token_gets_401_and_nothing_is_forwarded() {
     // Proves authentication happens before anything is forwarded, on both paths.
     let t = topology(Behaviour::Fulfill).await;
     let body = || {
-        Bytes::from(
-            prepare("test.parent.receiver", 10, Duration::from_secs(10))
-                .into_bytes()
-                .freeze(),
-        )
+        prepare("test.parent.receiver", 10, Duration::from_secs(10))
+            .into_bytes()
+            .freeze()
     };
     assert_eq!(
         send(&t.child.url(), None, body()).await.0,

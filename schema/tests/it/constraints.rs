@@ -34,7 +34,7 @@ async fn account(
 ) -> i64 {
     insert_account(conn, &new_account(username, &[seed; 32]), credit_limit)
         .await
-        .unwrap()
+        .expect("inserting a test account")
         .id
 }
 

@@ -19,7 +19,7 @@ async fn user_relations(conn: &mut diesel_async::AsyncPgConnection) -> Vec<Strin
     )
     .load(conn)
     .await
-    .unwrap();
+    .expect("listing relations");
     rows.into_iter().map(|r| r.name).collect()
 }
 
