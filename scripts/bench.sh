@@ -76,7 +76,7 @@ connector)
     for c in ${CONCURRENCIES:-1 16 64}; do
         before=$(pg_ticks)
         CONCURRENCIES=$c WATCH_PIDS="connector:$connector_pid sink:$sink_pid" \
-            harness run.sh "http://$listen/ilp" alice-token example.bob.sink "$label" | tail -n 1
+            harness run.sh "http://$listen/ilp" alice-token example.bob.sink "$label-c$c" | grep "^| $label" || true
         after=$(pg_ticks)
         echo "postgres CPU ticks during c=$c: $((after - before)) (1 tick = 1/$(getconf CLK_TCK) s)"
     done

@@ -6,6 +6,7 @@
 //!  → IldcpService        peer.config → the account's address, asset code and scale
 //!  → PeerProtocolGuard   any other peer.* → F02, never routed
 //!  → Router              longest-prefix match → F02; same asset only, 1:1
+//!  → BalanceService      hold on the sender → T04; post on Fulfill (durable first); release on Reject
 //!  → ExpiryShortener     minus the next hop's round trip, capped → R02
 //!  → OutgoingValidator   timer at the shortened expiry → R00; wrong fulfillment → F05
 //!  → HttpClientService   keep-alive pool per peer; unreachable → T01, 5xx → T00
@@ -14,6 +15,7 @@
 use std::sync::Arc;
 
 use crate::accounts::SharedDirectory;
+use crate::balance::{BalanceService, BalanceStore};
 use crate::http::client::HttpClientService;
 use crate::packet::Address;
 use crate::router::Router;
@@ -24,10 +26,15 @@ use crate::service::peer::PeerProtocolGuard;
 use crate::service::validator::{IncomingValidator, OutgoingValidator};
 
 /// Builds the chain, innermost first.
-pub fn build_chain(node: Arc<Address>, directory: Arc<SharedDirectory>) -> impl IncomingService {
+pub fn build_chain(
+    node: Arc<Address>,
+    directory: Arc<SharedDirectory>,
+    balances: impl BalanceStore,
+) -> impl IncomingService {
     let outgoing = HttpClientService::new(node.clone());
     let outgoing = OutgoingValidator::new(node.clone(), outgoing);
     let outgoing = ExpiryShortener::new(node.clone(), outgoing);
+    let outgoing = BalanceService::new(node.clone(), balances, outgoing);
     let incoming = Router::new(node.clone(), directory, outgoing);
     let incoming = PeerProtocolGuard::new(node.clone(), incoming);
     let incoming = IldcpService::new(node.clone(), incoming);

@@ -13,6 +13,7 @@
 //! | `database.pool_size` | `ILP_CONNECTOR_DATABASE__POOL_SIZE` | `16` | connections |
 //! | `database.statement_timeout_ms` | `ILP_CONNECTOR_DATABASE__STATEMENT_TIMEOUT_MS` | `5000` | per statement |
 //! | `database.connect_timeout_ms` | `ILP_CONNECTOR_DATABASE__CONNECT_TIMEOUT_MS` | `5000` | waiting for a connection |
+//! | `balances.stale_after_secs` | `ILP_CONNECTOR_BALANCES__STALE_AFTER_SECS` | `60` | a connector silent this long has its holds released |
 //! | `log.format` | `ILP_CONNECTOR_LOG__FORMAT` | `text` | `text` or `json` |
 //!
 //! Log levels come from `RUST_LOG` (default `info`).
@@ -48,9 +49,28 @@ pub struct ConnectorConfig {
     /// PostgreSQL.
     #[serde(default)]
     pub database: DatabaseConfig,
+    /// Balance bookkeeping.
+    #[serde(default)]
+    pub balances: BalancesConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[balances]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancesConfig {
+    /// Seconds without a heartbeat after which a connector's holds are released.
+    pub stale_after_secs: u64,
+}
+
+impl Default for BalancesConfig {
+    fn default() -> Self {
+        BalancesConfig {
+            stale_after_secs: crate::balance::sweeper::STALE_AFTER.as_secs(),
+        }
+    }
 }
 
 /// `[node]`.
@@ -174,6 +194,7 @@ impl ConnectorConfig {
             node: NodeConfig::default(),
             http: HttpConfig::default(),
             database: DatabaseConfig::default(),
+            balances: BalancesConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -193,6 +214,9 @@ impl ConnectorConfig {
         }
         if self.http.max_in_flight == 0 {
             bail!("http.max_in_flight: must be at least 1");
+        }
+        if self.balances.stale_after_secs == 0 {
+            bail!("balances.stale_after_secs: must be at least 1");
         }
         if self.database.pool_size == 0 {
             bail!("database.pool_size: must be at least 1");

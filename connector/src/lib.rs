@@ -7,6 +7,8 @@
 //!   (validators, ILDCP, the `peer.*` guard, the expiry shortener); [`router`] picks the
 //!   next hop; [`chain`] writes their order down in one function.
 //! - [`http`]: ILP-over-HTTP: the server (auth, limits) and the client (keep-alive pools).
+//! - [`balance`]: `BalanceService` (hold, post, release) and the PostgreSQL balance writer
+//!   that batches them; the sweeper that releases the holds of dead processes.
 //! - [`accounts`]: accounts, tokens and routes cached in memory, refreshed on NOTIFY.
 //! - [`config`]: the TOML file and environment overrides, validated at start-up.
 //! - [`node`]: `serve`: loads accounts and routes, starts the HTTP listener, runs until
@@ -17,6 +19,7 @@
 //! The database contract (tables, the SQL that changes balances) is the `schema` crate.
 
 pub mod accounts;
+pub mod balance;
 pub mod chain;
 pub mod cli;
 pub mod config;

@@ -3,20 +3,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use schema::models::balance::{deregister_instance, register_instance};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::accounts::{SharedDirectory, keep_directory_fresh, load_directory};
+use crate::balance::sweeper;
+use crate::balance::writer::PgBalanceStore;
 use crate::config::ConnectorConfig;
 use crate::http::server::{ServerState, serve as serve_http};
 
-/// Wait between attempts to load accounts at start-up while the database is unreachable.
+/// Wait between attempts to reach the database at start-up.
 pub const STARTUP_RETRY: Duration = Duration::from_secs(1);
 
-/// Runs the connector until `shutdown` is cancelled: loads accounts and routes (waiting for
-/// the database if it is not there yet), keeps them fresh, and serves ILP-over-HTTP.
+/// Runs the connector until `shutdown` is cancelled: registers this process, loads accounts
+/// and routes (waiting for the database if it is not there yet), keeps them fresh, runs the
+/// balance writer and the hold sweeper, and serves ILP-over-HTTP. Returns an error if this
+/// process was declared dead by another (its holds swept): it must not go on.
 pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let node = Arc::new(config.ilp_address()?);
     let pool_config = config.database.pool_config("ilp-connector")?;
@@ -25,15 +30,18 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
         .await
         .with_context(|| format!("binding http.listen {}", config.http.listen))?;
 
-    let directory = loop {
-        let loaded = async {
+    let instance_name = format!("{}-{}", hostname(), std::process::id());
+    let (instance, directory) = loop {
+        let started = async {
             let mut conn = pool.get().await?;
-            load_directory(&mut conn, &node).await
+            let instance = register_instance(&mut conn, &instance_name).await?;
+            let directory = load_directory(&mut conn, &node).await?;
+            Ok::<_, schema::DbError>((instance, directory))
         };
-        match loaded.await {
-            Ok(directory) => break directory,
+        match started.await {
+            Ok(started) => break started,
             Err(err) => {
-                tracing::warn!(error = %err, "cannot load accounts yet; retrying");
+                tracing::warn!(error = %err, "cannot reach the database yet; retrying");
                 if tokio::time::timeout(STARTUP_RETRY, shutdown.cancelled())
                     .await
                     .is_ok()
@@ -46,11 +54,25 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
     tracing::info!(
         accounts = directory.account_count(),
         routes = directory.route_count(),
+        connector.instance = %instance,
         "accounts and routes loaded"
     );
     let directory = Arc::new(SharedDirectory::new(directory));
 
+    // `stop` ends serving on a signal, or when this process learns it was swept (`fatal`).
+    let fatal = CancellationToken::new();
+    let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
+    tasks.spawn({
+        let (shutdown, fatal, stop) = (shutdown.clone(), fatal.clone(), stop.clone());
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = fatal.cancelled() => {}
+            }
+            stop.cancel();
+        }
+    });
     let mut listen_config = pool_config.clone();
     listen_config.application_name = "ilp-connector-listen".to_owned();
     tasks.spawn(keep_directory_fresh(
@@ -58,20 +80,55 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
         pool.clone(),
         (*node).clone(),
         directory.clone(),
-        shutdown.clone(),
+        stop.clone(),
     ));
+    let stale_after = Duration::from_secs(config.balances.stale_after_secs);
+    tasks.spawn(sweeper::run(
+        pool.clone(),
+        instance,
+        stale_after,
+        fatal.clone(),
+        stop.clone(),
+    ));
+    let mut writer_config = pool_config.clone();
+    writer_config.application_name = "ilp-connector-balances".to_owned();
+    let (balances, writer) = PgBalanceStore::start(writer_config, instance, fatal.clone());
+    let writer = tokio::spawn(writer);
 
     let state = Arc::new(ServerState {
         node: node.clone(),
         directory: directory.clone(),
-        chain: crate::chain::build_chain(node.clone(), directory),
+        chain: crate::chain::build_chain(node.clone(), directory, balances),
         in_flight: Semaphore::new(config.http.max_in_flight),
         max_body_bytes: config.http.max_body_bytes,
     });
     tracing::info!(listen = %listener.local_addr()?, node.address = %node, "ilp-connector ready");
-    serve_http(listener, state, shutdown).await;
+    serve_http(listener, state, stop.clone()).await;
+    // Every connection is closed: the last handle on the writer goes, and it finishes its queue.
+    if writer.await.is_err() {
+        tracing::error!("the balance writer panicked");
+    }
     tasks.close();
     tasks.wait().await;
+    if fatal.is_cancelled() {
+        bail!("this connector was declared dead and its holds released; restart it");
+    }
+    match pool.get().await {
+        Ok(mut conn) => {
+            if let Err(err) = deregister_instance(&mut conn, instance).await {
+                tracing::warn!(error = %err, "could not deregister; another connector will sweep this one");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not deregister; another connector will sweep this one")
+        }
+    }
     tracing::info!("ilp-connector stopped");
     Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned())
 }

@@ -24,6 +24,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    balance_holds (instance_id, account_id) {
+        instance_id -> Uuid,
+        account_id -> Int8,
+        amount -> Int8,
+    }
+}
+
+diesel::table! {
     balance_journal (id) {
         id -> Int8,
         account_id -> Int8,
@@ -42,6 +50,16 @@ diesel::table! {
         held -> Int8,
         credit_limit -> Nullable<Int8>,
         updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    connector_instances (id) {
+        id -> Uuid,
+        name -> Text,
+        started_at -> Timestamptz,
+        heartbeat_at -> Timestamptz,
+        last_batch_id -> Nullable<Uuid>,
     }
 }
 
@@ -115,6 +133,8 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(balance_holds -> accounts (account_id));
+diesel::joinable!(balance_holds -> connector_instances (instance_id));
 diesel::joinable!(balance_journal -> accounts (account_id));
 diesel::joinable!(balances -> accounts (account_id));
 diesel::joinable!(incoming_settlements -> accounts (account_id));
@@ -125,8 +145,10 @@ diesel::joinable!(settlements -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
+    balance_holds,
     balance_journal,
     balances,
+    connector_instances,
     incoming_settlements,
     ledgers,
     routes,

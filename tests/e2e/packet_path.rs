@@ -33,7 +33,12 @@ async fn topology(behaviour: Behaviour) -> Topology {
     let receiver = Receiver::start(behaviour).await;
     let receiver_url = receiver.url();
     let parent = Node::start("test.parent", |cli| {
-        add(cli, "child", "child", &["--incoming-token", "child-in"]);
+        add(
+            cli,
+            "child",
+            "child",
+            &["--incoming-token", "child-in", "--credit-limit", "1000000"],
+        );
         add(
             cli,
             "receiver",
@@ -53,7 +58,12 @@ async fn topology(behaviour: Behaviour) -> Topology {
             cli,
             "sender",
             "child",
-            &["--incoming-token", "sender-token"],
+            &[
+                "--incoming-token",
+                "sender-token",
+                "--credit-limit",
+                "1000000",
+            ],
         );
         add(
             cli,

@@ -36,9 +36,13 @@ impl<S: IncomingService> IncomingService for IncomingValidator<S> {
                 &[],
             ));
         }
-        if let Some(max) = request.from.max_packet_amount
-            && prepare.amount() > max
-        {
+        // Balances are 64-bit signed integers: nothing larger than i64::MAX can be held.
+        let max = request
+            .from
+            .max_packet_amount
+            .unwrap_or(u64::MAX)
+            .min(i64::MAX as u64);
+        if prepare.amount() > max {
             let details = MaxPacketAmountDetails {
                 amount_received: prepare.amount(),
                 max_amount: max,

@@ -1,0 +1,2 @@
+DROP TABLE balance_holds;
+DROP TABLE connector_instances;
