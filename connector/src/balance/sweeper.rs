@@ -57,7 +57,7 @@ pub async fn run(
             }
             Err(err) => tracing::warn!(error = %err, "heartbeat failed"),
         }
-        if count % sweep_every == 0 {
+        if count.is_multiple_of(sweep_every) {
             match sweep_instances(&mut conn, None, stale_after).await {
                 Ok(0) => {}
                 Ok(swept) => tracing::warn!(
