@@ -1,4 +1,5 @@
 //! Database tests on a real PostgreSQL: what the database itself guarantees.
 
+mod balances;
 mod constraints;
 mod migrations;
