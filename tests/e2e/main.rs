@@ -1,4 +1,5 @@
 //! End-to-end: real `ilp-connector` processes on real PostgreSQL databases, over HTTP on
 //! 127.0.0.1.
 
+mod balances;
 mod packet_path;

@@ -47,15 +47,18 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A running `ilp-connector serve` with its own database.
+/// A running `ilp-connector serve`.
 pub struct Node {
-    /// Its database (dropped after the process).
-    pub db: TestDb,
+    /// Its database URL.
+    pub database_url: String,
     /// Its ILP-over-HTTP address.
     pub addr: SocketAddr,
     /// Its ILP address.
     pub ilp_address: String,
+    env: Vec<(String, String)>,
     child: Child,
+    // Dropped after the process: the database outlives its connector.
+    _db: Option<Arc<TestDb>>,
 }
 
 impl Node {
@@ -65,57 +68,127 @@ impl Node {
         ilp_address: &str,
         setup: impl FnOnce(&dyn Fn(&[&str]) -> serde_json::Value),
     ) -> Node {
-        let db = TestDb::new().await;
+        let db = Arc::new(TestDb::new().await);
         setup(&|args: &[&str]| cli(db.url(), args));
-        let mut child = Command::new(binary("ilp-connector"))
-            .arg("serve")
-            .env("DATABASE_URL", db.url())
-            .env("ILP_CONNECTOR_NODE__ILP_ADDRESS", ilp_address)
-            .env("ILP_CONNECTOR_HTTP__LISTEN", "127.0.0.1:0")
-            .env("ILP_CONNECTOR_LOG__FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .env_remove("ILP_CONNECTOR_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting ilp-connector");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && line.contains("ilp-connector ready") {
-                    let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                    let _ = tx.send(value["listen"].as_str().map(str::to_owned));
-                    sent = true;
-                }
-                if std::env::var_os("E2E_LOGS").is_some() {
-                    eprintln!("[connector] {line}");
-                }
-            }
-        });
-        let listen = rx
-            .recv_timeout(Duration::from_secs(20))
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("ilp-connector {ilp_address} did not log its ready line"));
+        Node::start_on(db, ilp_address, &[])
+    }
+
+    /// Starts a connector on `db` (shared with other nodes, or not), with extra environment.
+    pub fn start_on(db: Arc<TestDb>, ilp_address: &str, env: &[(&str, &str)]) -> Node {
+        Node::spawn(
+            db.url().to_owned(),
+            Some(db),
+            ilp_address,
+            "127.0.0.1:0",
+            env,
+        )
+    }
+
+    /// Starts a connector on any database URL, listening on `listen`.
+    pub fn start_with_url(
+        database_url: &str,
+        ilp_address: &str,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Node {
+        Node::spawn(database_url.to_owned(), None, ilp_address, listen, env)
+    }
+
+    fn spawn(
+        database_url: String,
+        db: Option<Arc<TestDb>>,
+        ilp_address: &str,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Node {
+        let mut all: Vec<(String, String)> = vec![
+            ("ILP_CONNECTOR_NODE__ILP_ADDRESS".into(), ilp_address.into()),
+            ("ILP_CONNECTOR_HTTP__LISTEN".into(), listen.into()),
+        ];
+        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let (child, addr) = spawn_connector(&database_url, &all);
         Node {
-            db,
-            addr: listen.parse().expect("listen address"),
+            database_url,
+            addr,
             ilp_address: ilp_address.to_owned(),
+            env: all,
             child,
+            _db: db,
         }
+    }
+
+    /// SIGKILLs the process (no shutdown of any kind), then starts it again on the same
+    /// address and database and waits for its ready line.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut env = self.env.clone();
+        for (key, value) in &mut env {
+            if key == "ILP_CONNECTOR_HTTP__LISTEN" {
+                *value = self.addr.to_string();
+            }
+        }
+        let (child, addr) = spawn_connector(&self.database_url, &env);
+        self.child = child;
+        self.addr = addr;
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child
+            .wait()
+            .map(|status| status.success())
+            .unwrap_or(false)
     }
 
     /// Runs `ilp-connector --json ARGS` on this node's database; must succeed.
     pub fn cli(&self, args: &[&str]) -> serde_json::Value {
-        cli(self.db.url(), args)
+        cli(&self.database_url, args)
     }
 
     /// `http://<addr>/ilp`.
     pub fn url(&self) -> String {
         format!("http://{}/ilp", self.addr)
     }
+}
+
+fn spawn_connector(database_url: &str, env: &[(String, String)]) -> (Child, SocketAddr) {
+    let mut child = Command::new(binary("ilp-connector"))
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("ILP_CONNECTOR_LOG__FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env_remove("ILP_CONNECTOR_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting ilp-connector");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && line.contains("ilp-connector ready") {
+                let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                let _ = tx.send(value["listen"].as_str().map(str::to_owned));
+                sent = true;
+            }
+            if std::env::var_os("E2E_LOGS").is_some() {
+                eprintln!("[connector] {line}");
+            }
+        }
+    });
+    let listen = rx
+        .recv_timeout(Duration::from_secs(30))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("ilp-connector did not log its ready line"));
+    (child, listen.parse().expect("listen address"))
 }
 
 impl Drop for Node {
@@ -278,4 +351,136 @@ pub async fn send_prepare(url: &str, token: &str, prepare: Prepare) -> Packet {
     let (status, packet) = send(url, Some(token), prepare.into_bytes().freeze()).await;
     assert_eq!(status, StatusCode::OK);
     packet.expect("a 200 carries a packet")
+}
+
+/// What a traffic run saw.
+#[derive(Debug, Default, Clone)]
+pub struct Traffic {
+    /// Fulfills received.
+    pub fulfilled: u64,
+    /// Rejects by code.
+    pub rejects: std::collections::BTreeMap<String, u64>,
+    /// Requests that got no ILP answer (connection refused while a connector restarts, ...).
+    pub errors: u64,
+}
+
+impl Traffic {
+    fn merge(&mut self, other: Traffic) {
+        self.fulfilled += other.fulfilled;
+        self.errors += other.errors;
+        for (code, n) in other.rejects {
+            *self.rejects.entry(code).or_default() += n;
+        }
+    }
+
+    /// Rejects with `code`.
+    pub fn rejected(&self, code: &str) -> u64 {
+        self.rejects.get(code).copied().unwrap_or(0)
+    }
+}
+
+/// Sends Prepares of `amount` to `destination` from `concurrency` loops until `stop` is set
+/// (or `max_per_loop` each), tolerating connection failures.
+pub async fn run_traffic(
+    url: String,
+    token: &'static str,
+    destination: &'static str,
+    amount: u64,
+    concurrency: usize,
+    max_per_loop: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Traffic {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut loops = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+        loops.push(tokio::spawn(async move {
+            let mut seen = Traffic::default();
+            for _ in 0..max_per_loop {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let body = prepare(destination, amount, Duration::from_secs(5))
+                    .into_bytes()
+                    .freeze();
+                let request = Request::post(&url)
+                    .header("content-type", "application/octet-stream")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Full::new(body))
+                    .expect("request");
+                let answer = async {
+                    let response = client.request(request).await.ok()?;
+                    if response.status() != StatusCode::OK {
+                        return None;
+                    }
+                    let body = response.into_body().collect().await.ok()?.to_bytes();
+                    Packet::try_from(BytesMut::from(&body[..])).ok()
+                };
+                match tokio::time::timeout(Duration::from_secs(10), answer)
+                    .await
+                    .ok()
+                    .flatten()
+                {
+                    Some(Packet::Fulfill(_)) => seen.fulfilled += 1,
+                    Some(Packet::Reject(reject)) => {
+                        *seen.rejects.entry(reject.code().to_string()).or_default() += 1
+                    }
+                    _ => {
+                        seen.errors += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            seen
+        }));
+    }
+    let mut total = Traffic::default();
+    for handle in loops {
+        if let Ok(seen) = handle.await {
+            total.merge(seen);
+        }
+    }
+    total
+}
+
+/// One account's numbers, read straight from the database.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+pub struct AccountBalance {
+    /// Username.
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub username: String,
+    /// `balances.balance`.
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    pub balance: i64,
+    /// `balances.held`.
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    pub held: i64,
+    /// `sum(balance_journal.amount)`.
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    pub journal: i64,
+}
+
+/// Every account's balance, holds and journal sum.
+pub async fn account_balances(database_url: &str) -> Vec<AccountBalance> {
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    let mut conn = diesel_async::AsyncPgConnection::establish(database_url)
+        .await
+        .expect("connecting");
+    diesel::sql_query(
+        "SELECT a.username, b.balance, b.held, \
+         coalesce((SELECT sum(j.amount) FROM balance_journal j WHERE j.account_id = a.id), 0)::int8 AS journal \
+         FROM accounts a JOIN balances b ON b.account_id = a.id ORDER BY a.id",
+    )
+    .load(&mut conn)
+    .await
+    .expect("reading balances")
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
