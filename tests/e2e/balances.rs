@@ -66,7 +66,7 @@ async fn assert_conserved(url: &str, fulfilled_seen: u64, receiver: &Receiver) {
         0,
         "debits != credits: {rows:?}"
     );
-    let debited = u64::try_from(-alice.balance).unwrap();
+    let debited = u64::try_from(-alice.balance).expect("alice owes, never is owed");
     assert!(
         fulfilled_seen * 10 <= debited,
         "a Fulfill went upstream unrecorded: saw {fulfilled_seen}, debited {debited}"
