@@ -1,87 +1,132 @@
 #!/usr/bin/env bash
-# Benchmarks ilp-connector with ../shared/bench's load generator and fulfilling sink, at the
-# settings of ../shared/bench/RESULTS.md (amount 10, concurrency 1, 16, 64; 1 s warm-up + 10 s).
+# Benchmarks ilp-connector with balances on (PostgreSQL with fsync and synchronous_commit on),
+# at the settings of ../shared/bench/RESULTS.md: amount 10, concurrency 1, 16 and 64, each
+# 1 s warm-up + 10 s measured, closed loop.
 #
-#   scripts/bench.sh              loadgen -> ilp-connector -> sink
-#   scripts/bench.sh harness      loadgen -> sink (the harness alone)
-#   ILP_NODE_BIN=... scripts/bench.sh anchor   loadgen -> Interledger.rs ilp-node -> sink
+#   scripts/bench.sh [connector]   loadgen -> ilp-connector -> sink
+#   scripts/bench.sh harness       loadgen -> sink (what the harness alone reaches)
+#   scripts/bench.sh anchor        loadgen -> Interledger.rs ilp-node 0.6.0 -> sink
+#                                  (ILP_NODE_BIN=...; needs ../shared/bench's anchor.sh)
 #
-# Sets up everything itself: the local PostgreSQL (fsync and synchronous_commit on), a fresh
-# database `ilp_bench`, accounts alice (sender, token alice-token, no credit limit) and bob
-# (next hop: the sink), and the route example.bob -> bob. Everything listens on 127.0.0.1.
-# Raw outputs go to out/bench/ (git-ignored). BENCH=DIR names the bench harness
-# (default ../shared/bench). Environment settings of its run.sh (CONCURRENCIES, DURATION, ...)
-# pass through.
+# The load generator and sink are this repository's (`ilp-loadgen`, `ilp-sink`, binaries of
+# the tests crate); HARNESS=shared uses ../shared/bench's instead (BENCH=DIR to move it).
+# It sets up everything itself: the local PostgreSQL, a fresh database `ilp_bench`, accounts
+# alice (sender, token alice-token, no credit limit) and bob (next hop: the sink), and the
+# route example.bob -> bob. Everything stays on 127.0.0.1. Prints one row per concurrency
+# with CPU per fulfilled packet of each process; raw outputs go to out/bench/ (git-ignored).
+# Settings: CONCURRENCIES="1 16 64" DURATION=10 WARMUP=1 AMOUNT=10 LABEL=<mode>.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
-bench=${BENCH:-$repo/../shared/bench}
-[ -x "$bench/run.sh" ] || { echo "bench.sh: no harness at $bench (set BENCH)" >&2; exit 1; }
 mode=${1:-connector}
-export OUTDIR=$repo/out/bench
-export CARGO_TARGET_DIR_BENCH=$repo/target/bench-harness
-mkdir -p "$OUTDIR"
-listen=127.0.0.1:7780
+harness=${HARNESS:-ours}
+bench=${BENCH:-$repo/../shared/bench}
 label=${LABEL:-$mode}
+out=$repo/out/bench
+mkdir -p "$out"
+concurrencies=${CONCURRENCIES:-1 16 64}
+duration=${DURATION:-10}
+warmup=${WARMUP:-1}
+amount=${AMOUNT:-10}
+listen=127.0.0.1:7780
+sink_port=3999
+tck=$(getconf CLK_TCK)
 
-harness() { CARGO_TARGET_DIR=$CARGO_TARGET_DIR_BENCH OUTDIR=$OUTDIR "$bench/$1" "${@:2}"; }
-
+pids=()
 cleanup() {
-    [ -n "${connector_pid:-}" ] && kill "$connector_pid" 2>/dev/null && wait "$connector_pid" 2>/dev/null
-    harness anchor.sh stop >/dev/null 2>&1 || true
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ "$mode" = anchor ]; then OUTDIR=$out/anchor CARGO_TARGET_DIR=$repo/target/bench-harness "$bench/anchor.sh" stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
 
-# CPU ticks of every process of the local PostgreSQL cluster (backends come and go with
-# connections, so their sum is read before and after each run).
+# utime + stime of one process, in clock ticks.
+ticks() { [ -r "/proc/$1/stat" ] && sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}' || echo 0; }
+# The same, summed over every process of the local PostgreSQL (backends come and go).
 pg_ticks() {
     local pid total=0
-    for pid in $(pgrep -u postgres -f "postgres" 2>/dev/null || true); do
-        [ -r "/proc/$pid/stat" ] || continue
-        total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
-    done
+    for pid in $(pgrep -u postgres postgres 2>/dev/null || true); do total=$((total + $(ticks "$pid"))); done
     echo "$total"
 }
 
-harness anchor.sh start-sink
-sink_pid=$(cat "$OUTDIR/pids/sink.pid")
+if [ "$harness" = shared ]; then
+    (cd "$bench" && CARGO_TARGET_DIR=$repo/target/bench-harness cargo build --release --quiet)
+    loadgen=$repo/target/bench-harness/release/ilp-bench-loadgen
+    sink_bin=$repo/target/bench-harness/release/ilp-bench-sink
+else
+    cargo build --release --quiet -p e2e --bin ilp-loadgen --bin ilp-sink
+    loadgen=$repo/target/release/ilp-loadgen
+    sink_bin=$repo/target/release/ilp-sink
+fi
 
+watch=()   # "name:pid" of processes to report CPU for
 case $mode in
 harness)
-    WATCH_PIDS="sink:$sink_pid" harness run.sh http://127.0.0.1:3999/ilp "" example.bob.sink "$label"
+    url=http://127.0.0.1:$sink_port/ilp token=""
     ;;
 anchor)
-    : "${ILP_NODE_BIN:?set ILP_NODE_BIN (see ../shared/bench/README.md, Installing the anchor)}"
-    harness anchor.sh stop >/dev/null
-    harness anchor.sh start
-    WATCH_PIDS="ilp-node:$(cat "$OUTDIR/pids/ilp-node.pid") redis:$(cat "$OUTDIR/pids/redis.pid") sink:$sink_pid" \
-        harness run.sh http://127.0.0.1:7770/ilp alice:alice-token example.bob.sink "$label"
-    harness anchor.sh balances
+    : "${ILP_NODE_BIN:?set ILP_NODE_BIN (../shared/bench/README.md, Installing the anchor)}"
+    export OUTDIR=$out/anchor CARGO_TARGET_DIR=$repo/target/bench-harness
+    "$bench/anchor.sh" stop >/dev/null
+    "$bench/anchor.sh" start >/dev/null
+    watch+=("ilp-node:$(cat "$OUTDIR/pids/ilp-node.pid")" "redis:$(cat "$OUTDIR/pids/redis.pid")")
+    unset CARGO_TARGET_DIR
+    url=http://127.0.0.1:7770/ilp token=alice:alice-token
     ;;
 connector)
     cargo build --release --quiet --bin ilp-connector
     db_line=$(ILP_PG_DB=ilp_bench scripts/db.sh start)
-    url=${db_line#DATABASE_URL=}
-    psql -q "${url%/*}/postgres" -c "DROP DATABASE IF EXISTS ilp_bench WITH (FORCE)" -c "CREATE DATABASE ilp_bench"
-    export DATABASE_URL=$url
+    db_url=${db_line#DATABASE_URL=}
+    psql -q "${db_url%/*}/postgres" -c "DROP DATABASE IF EXISTS ilp_bench WITH (FORCE)" -c "CREATE DATABASE ilp_bench"
+    export DATABASE_URL=$db_url
     bin=target/release/ilp-connector
     $bin migrate >/dev/null
     $bin accounts add alice --asset-code XYZ --asset-scale 9 --relation child --incoming-token alice-token --credit-limit '' >/dev/null
-    $bin accounts add bob --asset-code XYZ --asset-scale 9 --relation child --outgoing-url http://127.0.0.1:3999/ilp --outgoing-token bob-secret >/dev/null
+    $bin accounts add bob --asset-code XYZ --asset-scale 9 --relation child --outgoing-url "http://127.0.0.1:$sink_port/ilp" --outgoing-token bob-secret >/dev/null
     $bin routes add example.bob bob >/dev/null
-    RUST_LOG=warn ILP_CONNECTOR_NODE__ILP_ADDRESS=example.connector ILP_CONNECTOR_HTTP__LISTEN=$listen \
-        $bin serve 2>"$OUTDIR/connector.log" &
-    connector_pid=$!
-    for _ in $(seq 100); do curl -s -o /dev/null "http://$listen/" && break; sleep 0.1; done
-    for c in ${CONCURRENCIES:-1 16 64}; do
-        before=$(pg_ticks)
-        CONCURRENCIES=$c WATCH_PIDS="connector:$connector_pid sink:$sink_pid" \
-            harness run.sh "http://$listen/ilp" alice-token example.bob.sink "$label-c$c" | grep "^| $label" || true
-        after=$(pg_ticks)
-        echo "postgres CPU ticks during c=$c: $((after - before)) (1 tick = 1/$(getconf CLK_TCK) s)"
-    done
-    echo "RSS of ilp-connector: $(awk '/VmHWM/ {print $2, $3}' "/proc/$connector_pid/status") (peak)"
-    $bin balances
+    url=http://$listen/ilp token=alice-token
     ;;
-*) sed -n '2,14p' "$0"; exit 2 ;;
+*) sed -n '2,20p' "$0"; exit 2 ;;
 esac
+
+if [ "$mode" != anchor ]; then
+    "$sink_bin" --listen "127.0.0.1:$sink_port" --max-seconds 3600 2>"$out/sink.log" &
+    pids+=($!)
+    watch+=("sink:$!")
+fi
+if [ "$mode" = connector ]; then
+    RUST_LOG=warn ILP_CONNECTOR_NODE__ILP_ADDRESS=example.connector ILP_CONNECTOR_HTTP__LISTEN=$listen \
+        $bin serve 2>"$out/connector.log" &
+    pids+=($!)
+    watch=("connector:$!" "${watch[@]}")
+fi
+for _ in $(seq 100); do curl -s -o /dev/null "$url" && break; sleep 0.1; done
+
+header="| series | conc | fulfilled/s | p50 us | p90 us | p99 us | p99.9 us | rejects | errors | CPU us/pkt:"
+for w in "${watch[@]}"; do header+=" ${w%%:*}"; done
+[ "$mode" = connector ] && header+=" postgres"
+echo "$header |"
+for c in $concurrencies; do
+    declare -A before=()
+    for w in "${watch[@]}"; do before[$w]=$(ticks "${w#*:}"); done
+    pg_before=$(pg_ticks)
+    raw=$out/$label-c$c.txt
+    args=(--url "$url" --destination example.bob.sink --amount "$amount" --concurrency "$c" --duration "$duration" --warmup "$warmup" --max-packets 5000000)
+    [ -n "$token" ] && args+=(--token "$token")
+    [ "$harness" = shared ] && args+=(--threads 1)
+    "$loadgen" "${args[@]}" >"$raw" 2>&1 || true
+    line=$(grep '^loadgen: fulfilled=' "$raw" | tail -n 1)
+    field() { sed -n "s/.*[: ]$1=\([^ ]*\).*/\1/p" <<<"$line"; }
+    fulfilled=$(field fulfilled)
+    cpu=""
+    for w in "${watch[@]}"; do
+        cpu+=" $(awk -v t=$(( $(ticks "${w#*:}") - ${before[$w]} )) -v n="$fulfilled" -v hz="$tck" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')"
+    done
+    [ "$mode" = connector ] && cpu+=" $(awk -v t=$(( $(pg_ticks) - pg_before )) -v n="$fulfilled" -v hz="$tck" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')"
+    echo "| $label | $c | $(field pps) | $(field p50_us) | $(field p90_us) | $(field p99_us) | $(field p999_us) | $(field rejected) $(field reject_codes) | $(field errors) |$cpu |"
+done
+if [ "$mode" = connector ]; then
+    echo "connector peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/${watch[0]#*:}/status")"
+    $bin balances | head -n 3
+    psql -qtA "$db_url" -c "SELECT 'balance = sum(journal) for every account: ' || bool_and(b.balance = coalesce(j.s, 0)) FROM balances b LEFT JOIN (SELECT account_id, sum(amount) s FROM balance_journal GROUP BY 1) j USING (account_id)"
+fi

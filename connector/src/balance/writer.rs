@@ -7,9 +7,7 @@
 //! commits durably, and each post's caller hears `Ok` only after that commit.
 
 use schema::PoolConfig;
-use schema::models::balance::{
-    BalanceBatch, BatchError, Post, apply_balance_batch, batch_committed,
-};
+use schema::models::balance::{BalanceBatch, BalanceConnection, BatchError, Post};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -103,7 +101,7 @@ async fn run_writer(
     instance: Uuid,
     fatal: CancellationToken,
 ) {
-    let mut conn = None;
+    let mut conn: Option<BalanceConnection> = None;
     let mut ops = Vec::with_capacity(MAX_BATCH_OPS);
     while let Some(first) = queue.recv().await {
         ops.push(first);
@@ -162,24 +160,24 @@ const SWEPT: &str = "swept:";
 /// it asks the database whether the batch committed anyway, so a post is never applied
 /// twice nor reported lost when it was kept.
 async fn apply(
-    conn: &mut Option<diesel_async::AsyncPgConnection>,
+    conn: &mut Option<BalanceConnection>,
     config: &PoolConfig,
     instance: Uuid,
     batch: &BalanceBatch,
 ) -> Result<Vec<bool>, BalanceError> {
     let durable = !batch.posts.is_empty();
     let batch_id = Uuid::new_v4();
-    if conn.is_none() {
+    if conn.as_ref().is_none_or(BalanceConnection::is_closed) {
         *conn = Some(
-            schema::connect(config)
+            BalanceConnection::connect(config)
                 .await
                 .map_err(|err| BalanceError::Unavailable(err.to_string()))?,
         );
     }
-    let Some(connection) = conn.as_mut() else {
+    let Some(connection) = conn.as_ref() else {
         return Err(BalanceError::Unavailable("no connection".to_owned()));
     };
-    match apply_balance_batch(connection, instance, batch_id, batch, durable).await {
+    match connection.apply(instance, batch_id, batch, durable).await {
         Ok(fits) => Ok(fits),
         Err(BatchError::InstanceSwept(id)) => {
             Err(BalanceError::Unavailable(format!("{SWEPT} instance {id}")))
@@ -188,9 +186,10 @@ async fn apply(
             *conn = None;
             tracing::warn!(error = %err, ops = batch.holds.len() + batch.posts.len() + batch.releases.len(), "balance batch failed");
             // Did it commit after all (e.g. the connection broke during COMMIT)?
-            let committed = match schema::connect(config).await {
-                Ok(mut fresh) => {
-                    let committed = batch_committed(&mut fresh, instance, batch_id)
+            let committed = match BalanceConnection::connect(config).await {
+                Ok(fresh) => {
+                    let committed = fresh
+                        .batch_committed(instance, batch_id)
                         .await
                         .unwrap_or(false);
                     *conn = Some(fresh);

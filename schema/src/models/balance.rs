@@ -146,189 +146,277 @@ impl From<diesel::result::Error> for BatchError {
     }
 }
 
-#[derive(QueryableByName)]
-struct AccountIdRow {
-    #[diesel(sql_type = diesel::sql_types::Int8)]
-    account_id: i64,
+/// The balance writer's own connection: tokio-postgres with its statements prepared once,
+/// and each batch sent as one pipeline (`BEGIN`, the moves, the holds, `COMMIT`), so a batch
+/// costs one round trip and no parsing or planning in the common case.
+pub struct BalanceConnection {
+    client: tokio_postgres::Client,
+    apply_moves: tokio_postgres::Statement,
+    place_holds: tokio_postgres::Statement,
+    place_one_hold: tokio_postgres::Statement,
 }
 
-/// Applies `batch` in one transaction and returns, for each hold in order, whether it fit
-/// under its account's credit limit.
-///
-/// Posts and releases are applied unconditionally (they never lower `balance - held`);
-/// holds are added per account in one conditional statement (`balance - held - amount >=
-/// -credit_limit`, re-checked by PostgreSQL on the latest row version, so correct across
-/// connector processes); when an account's holds do not all fit, they are tried one by one.
-/// The journal gets one row per account whose balance moved. `durable = false` commits with
-/// `synchronous_commit = off` (batches of holds and releases only). The instance's share of
-/// holds (`balance_holds`) moves in the same transaction, and `last_batch_id` records the
-/// batch, so [`batch_committed`] can tell after an ambiguous error.
-pub async fn apply_balance_batch(
-    conn: &mut AsyncPgConnection,
-    instance: uuid::Uuid,
-    batch_id: uuid::Uuid,
-    batch: &BalanceBatch,
-    durable: bool,
-) -> Result<Vec<bool>, BatchError> {
-    use diesel::sql_types::{Array, Int8, Uuid as SqlUuid};
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-    use std::collections::BTreeMap;
+impl std::fmt::Debug for BalanceConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalanceConnection").finish_non_exhaustive()
+    }
+}
 
-    // Per account: balance change, holds ended, packets.
-    let mut moved: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
-    for post in &batch.posts {
-        let from = moved.entry(post.from).or_default();
-        from.0 = from.0.checked_sub(post.debit).ok_or_else(overflow)?;
-        from.1 = from.1.checked_add(post.debit).ok_or_else(overflow)?;
-        from.2 += 1;
-        let to = moved.entry(post.to).or_default();
-        to.0 = to.0.checked_add(post.credit).ok_or_else(overflow)?;
-        to.2 += 1;
-    }
-    for &(account, amount) in &batch.releases {
-        let entry = moved.entry(account).or_default();
-        entry.1 = entry.1.checked_add(amount).ok_or_else(overflow)?;
-    }
-    let mut wanted: BTreeMap<i64, i64> = BTreeMap::new();
-    for &(account, amount) in &batch.holds {
-        let total = wanted.entry(account).or_default();
-        *total = total.checked_add(amount).ok_or_else(overflow)?;
-    }
+/// Fences the batch (this instance must still be registered; records the batch id), then
+/// applies posts and releases per account: balance, held, journal, this instance's share.
+const APPLY_MOVES: &str = "\
+WITH fence AS (UPDATE connector_instances SET last_batch_id = $2::text::uuid, heartbeat_at = now() \
+               WHERE id = $1::text::uuid RETURNING id), \
+v AS (SELECT * FROM unnest($3::int8[], $4::int8[], $5::int8[], $6::int8[]) AS v(account_id, delta, ended, packets) \
+      WHERE EXISTS (SELECT 1 FROM fence)), \
+moved AS (UPDATE balances b SET balance = b.balance + v.delta, held = b.held - v.ended, updated_at = now() \
+          FROM v WHERE b.account_id = v.account_id RETURNING b.account_id), \
+journal AS (INSERT INTO balance_journal (account_id, amount, kind, reference, packet_count) \
+            SELECT account_id, delta, 'packets', $2, packets FROM v WHERE delta <> 0), \
+share AS (UPDATE balance_holds h SET amount = h.amount - v.ended FROM v \
+          WHERE h.instance_id = $1::text::uuid AND h.account_id = v.account_id AND v.ended <> 0) \
+SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM moved) AS moved";
 
-    conn.transaction::<_, BatchError, _>(async |conn| {
-        if !durable {
-            conn.batch_execute("SET LOCAL synchronous_commit = off").await.map_err(DbError::from)?;
+/// Places each account's holds of the batch in one step, if they all fit under its credit
+/// limit (PostgreSQL re-checks the condition on the latest row version, so this is safe
+/// against other connector processes), and adds them to this instance's share. Returns the
+/// accounts whose holds were placed.
+const PLACE_HOLDS: &str = "\
+WITH v AS (SELECT * FROM unnest($2::int8[], $3::int8[]) AS v(account_id, amount)), \
+placed AS (UPDATE balances b SET held = b.held + v.amount, updated_at = now() FROM v \
+           WHERE b.account_id = v.account_id \
+           AND (b.credit_limit IS NULL OR b.balance - b.held - v.amount >= -b.credit_limit) \
+           RETURNING b.account_id, v.amount), \
+share AS (UPDATE balance_holds h SET amount = h.amount + p.amount FROM placed p \
+          WHERE h.instance_id = $1::text::uuid AND h.account_id = p.account_id RETURNING h.account_id), \
+fresh AS (INSERT INTO balance_holds (instance_id, account_id, amount) \
+          SELECT $1::text::uuid, p.account_id, p.amount FROM placed p \
+          WHERE p.account_id NOT IN (SELECT account_id FROM share)) \
+SELECT account_id FROM placed";
+
+/// One hold, for an account whose holds did not all fit: the check and the hold in one step.
+const PLACE_ONE_HOLD: &str = "\
+WITH placed AS (UPDATE balances SET held = held + $3, updated_at = now() WHERE account_id = $2 \
+                AND (credit_limit IS NULL OR balance - held - $3 >= -credit_limit) RETURNING account_id), \
+share AS (UPDATE balance_holds h SET amount = h.amount + $3 FROM placed p \
+          WHERE h.instance_id = $1::text::uuid AND h.account_id = p.account_id RETURNING h.account_id), \
+fresh AS (INSERT INTO balance_holds (instance_id, account_id, amount) \
+          SELECT $1::text::uuid, p.account_id, $3 FROM placed p WHERE p.account_id NOT IN (SELECT account_id FROM share)) \
+SELECT count(*) FROM placed";
+
+fn pg_error(err: tokio_postgres::Error) -> DbError {
+    use tokio_postgres::error::SqlState;
+    let text = match err.as_db_error() {
+        Some(db) => match db.constraint() {
+            Some(constraint) => format!("{} ({constraint})", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => {
+            let mut text = err.to_string();
+            if let Some(source) = std::error::Error::source(&err) {
+                text.push_str(&format!(": {source}"));
+            }
+            text
         }
-        let fenced = diesel::sql_query(
-            "UPDATE connector_instances SET last_batch_id = $2, heartbeat_at = now() WHERE id = $1",
-        )
-        .bind::<SqlUuid, _>(instance)
-        .bind::<SqlUuid, _>(batch_id)
-        .execute(conn)
-        .await?;
-        if fenced == 0 {
+    };
+    match err.code() {
+        Some(code)
+            if *code == SqlState::CHECK_VIOLATION || *code == SqlState::FOREIGN_KEY_VIOLATION =>
+        {
+            DbError::Refused(text)
+        }
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => DbError::AlreadyExists(text),
+        Some(_) => DbError::Refused(text),
+        None => DbError::Unavailable(text),
+    }
+}
+
+impl BalanceConnection {
+    /// Connects as `config` says and prepares the statements. Commits are asynchronous
+    /// (`synchronous_commit = off`) unless a batch asks to be durable.
+    pub async fn connect(config: &crate::PoolConfig) -> Result<BalanceConnection, DbError> {
+        let connecting = async {
+            let (client, connection) = tokio_postgres::connect(&config.url, tokio_postgres::NoTls)
+                .await
+                .map_err(pg_error)?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "balance connection closed");
+                }
+            });
+            client
+                .batch_execute(&format!(
+                    "SET statement_timeout = {}; SET application_name = '{}'; SET synchronous_commit = off; \
+                     SET plan_cache_mode = force_generic_plan",
+                    config.statement_timeout.as_millis(),
+                    config.application_name.replace('\'', "''"),
+                ))
+                .await
+                .map_err(pg_error)?;
+            let apply_moves = client.prepare(APPLY_MOVES).await.map_err(pg_error)?;
+            let place_holds = client.prepare(PLACE_HOLDS).await.map_err(pg_error)?;
+            let place_one_hold = client.prepare(PLACE_ONE_HOLD).await.map_err(pg_error)?;
+            Ok(BalanceConnection {
+                client,
+                apply_moves,
+                place_holds,
+                place_one_hold,
+            })
+        };
+        tokio::time::timeout(config.connect_timeout, connecting)
+            .await
+            .map_err(|_| {
+                DbError::Unavailable(format!("no connection within {:?}", config.connect_timeout))
+            })?
+    }
+
+    /// True once the server side of the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Applies `batch` in one transaction and returns, for each hold in order, whether it fit
+    /// under its account's credit limit.
+    ///
+    /// Posts and releases are applied unconditionally (they never lower `balance - held`);
+    /// holds are placed per account in one conditional statement; when an account's holds do
+    /// not all fit, they are placed one by one after the commit, each check-and-hold atomic.
+    /// The journal gets one row per account whose balance moved. `durable` makes the commit
+    /// wait for the WAL flush (batches with posts); otherwise it is asynchronous (holds and
+    /// releases only: their packets die with the process anyway). The transaction is sent as
+    /// one pipeline.
+    pub async fn apply(
+        &self,
+        instance: uuid::Uuid,
+        batch_id: uuid::Uuid,
+        batch: &BalanceBatch,
+        durable: bool,
+    ) -> Result<Vec<bool>, BatchError> {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        // Per account: balance change, holds ended, packets.
+        let mut moved: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
+        for post in &batch.posts {
+            let from = moved.entry(post.from).or_default();
+            from.0 = from.0.checked_sub(post.debit).ok_or_else(overflow)?;
+            from.1 = from.1.checked_add(post.debit).ok_or_else(overflow)?;
+            from.2 += 1;
+            let to = moved.entry(post.to).or_default();
+            to.0 = to.0.checked_add(post.credit).ok_or_else(overflow)?;
+            to.2 += 1;
+        }
+        for &(account, amount) in &batch.releases {
+            let entry = moved.entry(account).or_default();
+            entry.1 = entry.1.checked_add(amount).ok_or_else(overflow)?;
+        }
+        let mut wanted: BTreeMap<i64, i64> = BTreeMap::new();
+        for &(account, amount) in &batch.holds {
+            let total = wanted.entry(account).or_default();
+            *total = total.checked_add(amount).ok_or_else(overflow)?;
+        }
+
+        let (instance_text, batch_text) = (instance.to_string(), batch_id.to_string());
+        let ids: Vec<i64> = moved.keys().copied().collect();
+        let deltas: Vec<i64> = moved.values().map(|m| m.0).collect();
+        let ended: Vec<i64> = moved.values().map(|m| m.1).collect();
+        let packets: Vec<i64> = moved.values().map(|m| m.2).collect();
+        let hold_ids: Vec<i64> = wanted.keys().copied().collect();
+        let hold_totals: Vec<i64> = wanted.values().copied().collect();
+
+        let client = &self.client;
+        let begin = client.batch_execute(if durable {
+            "BEGIN; SET LOCAL synchronous_commit = on"
+        } else {
+            "BEGIN"
+        });
+        let move_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&instance_text, &batch_text, &ids, &deltas, &ended, &packets];
+        // A batch of holds only needs no fence: placing a hold writes this instance's share,
+        // whose foreign key fails if the instance was swept, and an unanswered batch of holds
+        // is reported as failed anyway. Skipping it saves a row update per batch.
+        let moves = async {
+            if moved.is_empty() {
+                Ok(None)
+            } else {
+                client
+                    .query_one(&self.apply_moves, &move_params)
+                    .await
+                    .map(Some)
+            }
+        };
+        let holds = async {
+            if hold_ids.is_empty() {
+                Ok(Vec::new())
+            } else {
+                client
+                    .query(
+                        &self.place_holds,
+                        &[&instance_text, &hold_ids, &hold_totals],
+                    )
+                    .await
+            }
+        };
+        let commit = client.batch_execute("COMMIT");
+        // Polled in order, so the four go out back to back: one round trip.
+        let (begun, moves, holds, committed) =
+            futures_util::future::join4(begin, moves, holds, commit).await;
+        let swept = |err: tokio_postgres::Error| match pg_error(err) {
+            DbError::Refused(text) if text.contains("balance_holds_instance_id_fkey") => {
+                BatchError::InstanceSwept(instance)
+            }
+            other => BatchError::Db(other),
+        };
+        begun.map_err(swept)?;
+        let moves = moves.map_err(swept)?;
+        let holds = holds.map_err(swept)?;
+        committed.map_err(swept)?;
+        if let Some(moves) = moves
+            && moves.get::<_, i64>("fenced") == 0
+        {
             return Err(BatchError::InstanceSwept(instance));
         }
 
-        if !moved.is_empty() {
-            let ids: Vec<i64> = moved.keys().copied().collect();
-            let deltas: Vec<i64> = moved.values().map(|m| m.0).collect();
-            let ended: Vec<i64> = moved.values().map(|m| m.1).collect();
-            diesel::sql_query(
-                "UPDATE balances b SET balance = b.balance + v.delta, held = b.held - v.ended, updated_at = now() \
-                 FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS v(account_id, delta, ended) \
-                 WHERE b.account_id = v.account_id",
-            )
-            .bind::<Array<Int8>, _>(&ids)
-            .bind::<Array<Int8>, _>(&deltas)
-            .bind::<Array<Int8>, _>(&ended)
-            .execute(conn)
-            .await?;
-            let journal: Vec<(i64, i64, i64)> =
-                moved.iter().filter(|(_, m)| m.0 != 0).map(|(id, m)| (*id, m.0, m.2)).collect();
-            if !journal.is_empty() {
-                diesel::sql_query(
-                    "INSERT INTO balance_journal (account_id, amount, kind, reference, packet_count) \
-                     SELECT account_id, amount, 'packets', $4::text, packets \
-                     FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS v(account_id, amount, packets)",
-                )
-                .bind::<Array<Int8>, _>(journal.iter().map(|j| j.0).collect::<Vec<_>>())
-                .bind::<Array<Int8>, _>(journal.iter().map(|j| j.1).collect::<Vec<_>>())
-                .bind::<Array<Int8>, _>(journal.iter().map(|j| j.2).collect::<Vec<_>>())
-                .bind::<diesel::sql_types::Text, _>(batch_id.to_string())
-                .execute(conn)
-                .await?;
-            }
-        }
-
+        let whole: BTreeSet<i64> = holds
+            .iter()
+            .map(|row| row.get::<_, i64>("account_id"))
+            .collect();
         let mut fits = vec![false; batch.holds.len()];
-        let mut placed: BTreeMap<i64, i64> = BTreeMap::new();
-        if !wanted.is_empty() {
-            let ids: Vec<i64> = wanted.keys().copied().collect();
-            let totals: Vec<i64> = wanted.values().copied().collect();
-            let whole: Vec<AccountIdRow> = diesel::sql_query(
-                "UPDATE balances b SET held = b.held + v.amount, updated_at = now() \
-                 FROM unnest($1::int8[], $2::int8[]) AS v(account_id, amount) \
-                 WHERE b.account_id = v.account_id \
-                 AND (b.credit_limit IS NULL OR b.balance - b.held - v.amount >= -b.credit_limit) \
-                 RETURNING b.account_id",
-            )
-            .bind::<Array<Int8>, _>(&ids)
-            .bind::<Array<Int8>, _>(&totals)
-            .load(conn)
-            .await?;
-            let whole: std::collections::BTreeSet<i64> = whole.into_iter().map(|r| r.account_id).collect();
-            for (i, &(account, amount)) in batch.holds.iter().enumerate() {
-                if whole.contains(&account) {
-                    fits[i] = true;
-                } else {
-                    // Not all of this account's holds fit: place them one by one, in order.
-                    let one = diesel::sql_query(
-                        "UPDATE balances SET held = held + $2, updated_at = now() WHERE account_id = $1 \
-                         AND (credit_limit IS NULL OR balance - held - $2 >= -credit_limit)",
-                    )
-                    .bind::<Int8, _>(account)
-                    .bind::<Int8, _>(amount)
-                    .execute(conn)
-                    .await?;
-                    fits[i] = one == 1;
-                }
-                if fits[i] {
-                    *placed.entry(account).or_default() += amount;
-                }
-            }
-        }
-
-        // This instance's share of the holds moves with balances.held.
-        let mut share: BTreeMap<i64, i64> = placed;
-        for (account, m) in &moved {
-            if m.1 != 0 {
-                *share.entry(*account).or_default() -= m.1;
-            }
-        }
-        share.retain(|_, delta| *delta != 0);
-        if !share.is_empty() {
-            diesel::sql_query(
-                // Not an upsert: PostgreSQL checks `amount >= 0` on the row an INSERT proposes
-                // even when it ends in the DO UPDATE branch. Only this instance's writer
-                // touches its rows, so update-then-insert cannot race.
-                "WITH v AS (SELECT * FROM unnest($2::int8[], $3::int8[]) AS v(account_id, amount)), \
-                 updated AS (UPDATE balance_holds h SET amount = h.amount + v.amount FROM v \
-                             WHERE h.instance_id = $1 AND h.account_id = v.account_id RETURNING h.account_id) \
-                 INSERT INTO balance_holds (instance_id, account_id, amount) \
-                 SELECT $1, v.account_id, v.amount FROM v WHERE v.account_id NOT IN (SELECT account_id FROM updated)",
-            )
-            .bind::<SqlUuid, _>(instance)
-            .bind::<Array<Int8>, _>(share.keys().copied().collect::<Vec<_>>())
-            .bind::<Array<Int8>, _>(share.values().copied().collect::<Vec<_>>())
-            .execute(conn)
-            .await?;
+        for (i, &(account, amount)) in batch.holds.iter().enumerate() {
+            fits[i] = if whole.contains(&account) {
+                true
+            } else {
+                let row = client
+                    .query_one(&self.place_one_hold, &[&instance_text, &account, &amount])
+                    .await
+                    .map_err(swept)?;
+                row.get::<_, i64>(0) == 1
+            };
         }
         Ok(fits)
-    })
-    .await
+    }
+
+    /// Whether the batch `batch_id` of `instance` committed (for after an ambiguous error).
+    pub async fn batch_committed(
+        &self,
+        instance: uuid::Uuid,
+        batch_id: uuid::Uuid,
+    ) -> Result<bool, DbError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT last_batch_id::text FROM connector_instances WHERE id = $1::text::uuid",
+                &[&instance.to_string()],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.and_then(|row| row.get::<_, Option<String>>(0)) == Some(batch_id.to_string()))
+    }
 }
 
 fn overflow() -> BatchError {
     BatchError::Db(DbError::Refused(
         "amounts in one batch overflow a 64-bit integer".to_owned(),
     ))
-}
-
-/// Whether the batch `batch_id` of `instance` committed (for after an ambiguous error).
-pub async fn batch_committed(
-    conn: &mut AsyncPgConnection,
-    instance: uuid::Uuid,
-    batch_id: uuid::Uuid,
-) -> Result<bool, DbError> {
-    use crate::schema::connector_instances;
-    let last: Option<Option<uuid::Uuid>> = connector_instances::table
-        .find(instance)
-        .select(connector_instances::last_batch_id)
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(last.flatten() == Some(batch_id))
 }
 
 /// Registers a connector process; its holds are tracked under the returned id.

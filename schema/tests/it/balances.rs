@@ -4,8 +4,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::models::account::insert_account;
 use schema::models::balance::{
-    BalanceBatch, BatchError, Post, apply_balance_batch, batch_committed, find_balance,
-    register_instance, sum_journal, sweep_instances,
+    BalanceBatch, BalanceConnection, BatchError, Post, find_balance, register_instance,
+    sum_journal, sweep_instances,
 };
 use schema::schema::{balance_holds, connector_instances};
 use schema::test_db::TestDb;
@@ -25,13 +25,20 @@ async fn account(
         .id
 }
 
+async fn writer(db: &TestDb) -> BalanceConnection {
+    BalanceConnection::connect(&schema::PoolConfig::new(db.url(), "test-writer"))
+        .await
+        .expect("connecting the writer")
+}
+
 async fn apply(
-    conn: &mut AsyncPgConnection,
+    writer: &BalanceConnection,
     instance: Uuid,
     batch: BalanceBatch,
     durable: bool,
 ) -> Vec<bool> {
-    apply_balance_batch(conn, instance, Uuid::new_v4(), &batch, durable)
+    writer
+        .apply(instance, Uuid::new_v4(), &batch, durable)
         .await
         .expect("applying a batch")
 }
@@ -51,6 +58,7 @@ async fn batches_keep_balance_equal_to_the_journal() {
     // Proves invariant 1 per account: balance = sum(journal), and holds end when posted or released.
     let db = TestDb::new().await;
     let conn = &mut db.connect().await;
+    let w = writer(&db).await;
     let (alice, bob, carol) = (
         account(conn, "alice", 1, Some(1000)).await,
         account(conn, "bob", 2, Some(0)).await,
@@ -59,7 +67,7 @@ async fn batches_keep_balance_equal_to_the_journal() {
     let me = register_instance(conn, "test").await.unwrap();
 
     let fits = apply(
-        conn,
+        &w,
         me,
         BalanceBatch {
             holds: vec![(alice, 100), (alice, 200), (carol, 50)],
@@ -90,7 +98,7 @@ async fn batches_keep_balance_equal_to_the_journal() {
         ],
         releases: vec![(alice, 200)],
     };
-    assert_eq!(apply(conn, me, batch, true).await, vec![true]);
+    assert_eq!(apply(&w, me, batch, true).await, vec![true]);
 
     for (id, balance, held) in [(alice, -100, 10), (bob, 149, 0), (carol, -50, 0)] {
         let row = find_balance(conn, id).await.unwrap();
@@ -109,10 +117,11 @@ async fn holds_that_do_not_fit_are_refused_in_arrival_order() {
     // Proves the credit limit is checked per hold, in order, when a batch's total does not fit.
     let db = TestDb::new().await;
     let conn = &mut db.connect().await;
+    let w = writer(&db).await;
     let alice = account(conn, "alice", 1, Some(100)).await;
     let me = register_instance(conn, "test").await.unwrap();
     let fits = apply(
-        conn,
+        &w,
         me,
         BalanceBatch {
             holds: vec![(alice, 60), (alice, 50), (alice, 40), (alice, 1)],
@@ -140,11 +149,11 @@ async fn concurrent_batches_from_two_instances_never_overdraw() {
     let run = |instance: Uuid| {
         let db = &db;
         async move {
-            let conn = &mut db.connect().await;
+            let w = writer(db).await;
             let mut placed = 0;
             for _ in 0..40 {
                 let fits = apply(
-                    conn,
+                    &w,
                     instance,
                     BalanceBatch {
                         holds: vec![(alice, 7); 5],
@@ -173,13 +182,14 @@ async fn sweeper_releases_the_holds_of_silent_instances_only() {
     // Proves a dead process's holds are released, a live one's kept, and the dead one is fenced off.
     let db = TestDb::new().await;
     let conn = &mut db.connect().await;
+    let w = writer(&db).await;
     let alice = account(conn, "alice", 1, Some(1000)).await;
     let (dead, live) = (
         register_instance(conn, "dead").await.unwrap(),
         register_instance(conn, "live").await.unwrap(),
     );
     apply(
-        conn,
+        &w,
         dead,
         BalanceBatch {
             holds: vec![(alice, 50)],
@@ -189,7 +199,7 @@ async fn sweeper_releases_the_holds_of_silent_instances_only() {
     )
     .await;
     apply(
-        conn,
+        &w,
         live,
         BalanceBatch {
             holds: vec![(alice, 30)],
@@ -219,17 +229,17 @@ async fn sweeper_releases_the_holds_of_silent_instances_only() {
     );
 
     // The swept process can neither post nor release what it held.
-    let late = apply_balance_batch(
-        conn,
-        dead,
-        Uuid::new_v4(),
-        &BalanceBatch {
-            releases: vec![(alice, 50)],
-            ..Default::default()
-        },
-        false,
-    )
-    .await;
+    let late = w
+        .apply(
+            dead,
+            Uuid::new_v4(),
+            &BalanceBatch {
+                releases: vec![(alice, 50)],
+                ..Default::default()
+            },
+            false,
+        )
+        .await;
     assert!(matches!(late, Err(BatchError::InstanceSwept(id)) if id == dead));
     assert_eq!(find_balance(conn, alice).await.unwrap().held, 30);
 }
@@ -239,11 +249,11 @@ async fn a_committed_batch_can_be_recognised_after_the_fact() {
     // Proves the writer can tell a committed batch from a lost one after an ambiguous error.
     let db = TestDb::new().await;
     let conn = &mut db.connect().await;
+    let w = writer(&db).await;
     let alice = account(conn, "alice", 1, Some(1000)).await;
     let me = register_instance(conn, "test").await.unwrap();
     let batch_id = Uuid::new_v4();
-    apply_balance_batch(
-        conn,
+    w.apply(
         me,
         batch_id,
         &BalanceBatch {
@@ -254,6 +264,6 @@ async fn a_committed_batch_can_be_recognised_after_the_fact() {
     )
     .await
     .unwrap();
-    assert!(batch_committed(conn, me, batch_id).await.unwrap());
-    assert!(!batch_committed(conn, me, Uuid::new_v4()).await.unwrap());
+    assert!(w.batch_committed(me, batch_id).await.unwrap());
+    assert!(!w.batch_committed(me, Uuid::new_v4()).await.unwrap());
 }
