@@ -246,18 +246,34 @@ async fn sweeper_releases_the_holds_of_silent_instances_only() {
 
 #[tokio::test]
 async fn a_committed_batch_can_be_recognised_after_the_fact() {
-    // Proves the writer can tell a committed batch from a lost one after an ambiguous error.
+    // Proves the writer can tell a committed batch of posts from a lost one after an ambiguous error.
     let db = TestDb::new().await;
     let conn = &mut db.connect().await;
     let w = writer(&db).await;
     let alice = account(conn, "alice", 1, Some(1000)).await;
+    let bob = account(conn, "bob", 2, Some(0)).await;
     let me = register_instance(conn, "test").await.unwrap();
+    apply(
+        &w,
+        me,
+        BalanceBatch {
+            holds: vec![(alice, 1)],
+            ..Default::default()
+        },
+        false,
+    )
+    .await;
     let batch_id = Uuid::new_v4();
     w.apply(
         me,
         batch_id,
         &BalanceBatch {
-            holds: vec![(alice, 1)],
+            posts: vec![Post {
+                from: alice,
+                to: bob,
+                debit: 1,
+                credit: 1,
+            }],
             ..Default::default()
         },
         true,
