@@ -1,9 +1,11 @@
-//! Accounts and routes, cached in memory so the packet path does no lookup query.
+//! Accounts, routes and ledgers, cached in memory so the packet path does no lookup query.
 //!
 //! A [`Directory`] is an immutable snapshot built from the database; [`SharedDirectory`]
 //! swaps in a new one whole. [`keep_directory_fresh`] reloads it when PostgreSQL says
-//! accounts or routes changed (`LISTEN ilp_config`, fired by triggers on both tables), and
-//! every [`RELOAD_INTERVAL`] in case a notification was missed (e.g. across a reconnect).
+//! accounts, routes or ledgers changed (`LISTEN ilp_config`, fired by triggers on those
+//! tables), and every [`RELOAD_INTERVAL`] in case a notification was missed (e.g. across a
+//! reconnect). Ledgers are cached for `peer.settle`: its handler needs each ledger's kind
+//! and, for an RFC 38 ledger, the engine's URL.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use hyper::header::HeaderValue;
 use schema::models::account::{Account, Relation, list_live_accounts};
+use schema::models::ledger::LedgerKind;
 use schema::models::route::{Route, list_routes};
 use schema::{DbError, DbPool, PoolConfig};
 use tokio_util::sync::CancellationToken;
@@ -123,19 +126,100 @@ impl AccountInfo {
     }
 }
 
-/// One consistent snapshot of accounts and routes.
+/// The columns of a `ledgers` row that the connector needs (the rest is the worker's
+/// schedule and lease state).
+#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+pub struct LedgerRow {
+    /// The ledger's name, as accounts' `ledger` refers to it.
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub name: String,
+    /// `rfc38` or `claims`.
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub kind: String,
+    /// `ledgers.options` as JSON text; an RFC 38 ledger publishes `{"engine_url": ".."}`.
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub options: Option<String>,
+}
+
+/// A ledger as `peer.settle` needs it: parsed and checked once, when loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerInfo {
+    /// Its name.
+    pub name: String,
+    /// Which adaptor settles through it.
+    pub kind: LedgerKind,
+    /// An RFC 38 ledger's settlement engine, `http://host:port[/prefix]` without a trailing
+    /// slash; `None` when the ledger publishes none (or an unusable one).
+    pub engine_url: Option<String>,
+}
+
+impl LedgerInfo {
+    /// Parses a row; `None` (with a warning) when its kind is unknown. A missing or bad
+    /// `engine_url` leaves the ledger in place without one, so `peer.settle` can say why.
+    pub fn from_row(row: &LedgerRow) -> Option<LedgerInfo> {
+        let kind = match row.kind.parse::<LedgerKind>() {
+            Ok(kind) => kind,
+            Err(err) => {
+                tracing::warn!(ledger.name = %row.name, "ledger skipped: {err}");
+                return None;
+            }
+        };
+        let engine_url = match kind {
+            LedgerKind::Claims => None,
+            LedgerKind::Rfc38 => match engine_url_of(row.options.as_deref()) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    tracing::warn!(ledger.name = %row.name, "RFC 38 ledger without a usable engine: {why}");
+                    None
+                }
+            },
+        };
+        Some(LedgerInfo {
+            name: row.name.clone(),
+            kind,
+            engine_url,
+        })
+    }
+}
+
+/// `options.engine_url`, checked to be a plain `http://` URL with a host.
+fn engine_url_of(options: Option<&str>) -> Result<String, String> {
+    let options: serde_json::Value = serde_json::from_str(options.unwrap_or("{}"))
+        .map_err(|err| format!("options are not JSON: {err}"))?;
+    let url = options
+        .get("engine_url")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("options have no engine_url string")?;
+    let uri = url
+        .parse::<hyper::Uri>()
+        .map_err(|err| format!("engine_url {url:?} does not parse: {err}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() || uri.query().is_some() {
+        return Err(format!(
+            "engine_url {url:?} must be http://host:port[/path] (no https, no query)"
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// One consistent snapshot of accounts, routes and ledgers.
 #[derive(Debug, Default)]
 pub struct Directory {
     by_token_hash: HashMap<[u8; 32], Arc<AccountInfo>>,
     by_username: HashMap<String, Arc<AccountInfo>>,
     by_id: HashMap<i64, Arc<AccountInfo>>,
     routes: RoutingTable,
+    ledgers: HashMap<String, Arc<LedgerInfo>>,
 }
 
 impl Directory {
     /// Builds a snapshot: each account's own address routes to it; static routes are added
     /// after, so a static route for the same prefix wins.
-    pub fn build(node: &Address, accounts: &[Account], routes: &[Route]) -> Directory {
+    pub fn build(
+        node: &Address,
+        accounts: &[Account],
+        routes: &[Route],
+        ledgers: &[LedgerRow],
+    ) -> Directory {
         let mut directory = Directory::default();
         for row in accounts {
             let Some(info) = AccountInfo::from_row(row, node) else {
@@ -156,7 +240,22 @@ impl Directory {
                 directory.routes.insert(&route.prefix, route.account_id);
             }
         }
+        for row in ledgers {
+            if let Some(info) = LedgerInfo::from_row(row) {
+                directory.ledgers.insert(info.name.clone(), Arc::new(info));
+            }
+        }
         directory
+    }
+
+    /// The ledger named `name`.
+    pub fn ledger(&self, name: &str) -> Option<&Arc<LedgerInfo>> {
+        self.ledgers.get(name)
+    }
+
+    /// Number of ledgers.
+    pub fn ledger_count(&self) -> usize {
+        self.ledgers.len()
     }
 
     /// The account whose incoming token hashes to `hash`.
@@ -213,14 +312,25 @@ impl SharedDirectory {
     }
 }
 
-/// Reads accounts and routes from the database.
+/// Reads accounts, routes and ledgers from the database.
 pub async fn load_directory(
     conn: &mut AsyncPgConnection,
     node: &Address,
 ) -> Result<Directory, DbError> {
     let accounts = list_live_accounts(conn).await?;
     let routes = list_routes(conn).await?;
-    Ok(Directory::build(node, &accounts, &routes))
+    let ledgers = list_ledgers(conn).await?;
+    Ok(Directory::build(node, &accounts, &routes, &ledgers))
+}
+
+/// Every ledger's name, kind and options. Options are read as text so the connector does
+/// not depend on diesel's JSON support.
+pub async fn list_ledgers(conn: &mut AsyncPgConnection) -> Result<Vec<LedgerRow>, DbError> {
+    Ok(
+        diesel::sql_query("SELECT name, kind, options::text AS options FROM ledgers ORDER BY name")
+            .load(conn)
+            .await?,
+    )
 }
 
 async fn reload(pool: &DbPool, node: &Address, shared: &SharedDirectory) -> Result<(), DbError> {
@@ -229,6 +339,7 @@ async fn reload(pool: &DbPool, node: &Address, shared: &SharedDirectory) -> Resu
     tracing::debug!(
         accounts = directory.account_count(),
         routes = directory.route_count(),
+        ledgers = directory.ledger_count(),
         "directory reloaded"
     );
     shared.replace(directory);

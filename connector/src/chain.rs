@@ -4,6 +4,9 @@
 //! HTTP server (auth, body limit, in-flight cap → T03, one span per packet)
 //!  → IncomingValidator   expired → R00; over max packet amount → F08
 //!  → IldcpService        peer.config → the account's address, asset code and scale
+//!  → PeerSettleService   peer.settle, never forwarded: by the sender's ledger, a claim row
+//!                        (kind claims) or our RFC 38 engine's reply (kind rfc38) → Fulfill;
+//!                        no ledger → F02, bad claim → F00, engine or database down → T00/T01
 //!  → PeerProtocolGuard   any other peer.* → F02, never routed
 //!  → Router              longest-prefix match → F02; same asset only, 1:1
 //!  → BalanceService      hold on the sender → T04; post on Fulfill (durable first); release on Reject
@@ -24,19 +27,24 @@ use crate::service::expiry::ExpiryShortener;
 use crate::service::ildcp::IldcpService;
 use crate::service::peer::PeerProtocolGuard;
 use crate::service::validator::{IncomingValidator, OutgoingValidator};
+use crate::settlement::engine::SettlementEngine;
+use crate::settlement::peer_settle::{ClaimStore, PeerSettleService};
 
 /// Builds the chain, innermost first.
 pub fn build_chain(
     node: Arc<Address>,
     directory: Arc<SharedDirectory>,
     balances: impl BalanceStore,
+    claims: impl ClaimStore,
+    engine: impl SettlementEngine,
 ) -> impl IncomingService {
     let outgoing = HttpClientService::new(node.clone());
     let outgoing = OutgoingValidator::new(node.clone(), outgoing);
     let outgoing = ExpiryShortener::new(node.clone(), outgoing);
     let outgoing = BalanceService::new(node.clone(), balances, outgoing);
-    let incoming = Router::new(node.clone(), directory, outgoing);
+    let incoming = Router::new(node.clone(), directory.clone(), outgoing);
     let incoming = PeerProtocolGuard::new(node.clone(), incoming);
+    let incoming = PeerSettleService::new(node.clone(), directory, claims, engine, incoming);
     let incoming = IldcpService::new(node.clone(), incoming);
     IncomingValidator::new(node, incoming)
 }

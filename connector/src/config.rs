@@ -14,7 +14,10 @@
 //! | `database.statement_timeout_ms` | `ILP_CONNECTOR_DATABASE__STATEMENT_TIMEOUT_MS` | `5000` | per statement |
 //! | `database.connect_timeout_ms` | `ILP_CONNECTOR_DATABASE__CONNECT_TIMEOUT_MS` | `5000` | waiting for a connection |
 //! | `balances.stale_after_secs` | `ILP_CONNECTOR_BALANCES__STALE_AFTER_SECS` | `60` | a connector silent this long has its holds released |
+//! | `admin.listen` | `ILP_CONNECTOR_ADMIN__LISTEN` | (disabled) | `/metrics` and `/health` listener, e.g. `127.0.0.1:7790` |
 //! | `log.format` | `ILP_CONNECTOR_LOG__FORMAT` | `text` | `text` or `json` |
+//! | `settlement_api.listen` | `ILP_CONNECTOR_SETTLEMENT_API__LISTEN` | (unset: disabled) | RFC 38 node API listener for our settlement engines, e.g. `127.0.0.1:7771` |
+//! | `settlement_api.token` | `ILP_CONNECTOR_SETTLEMENT_API__TOKEN` | (required with `listen`) | bearer token the engines must send; visible ASCII, no spaces |
 //!
 //! Log levels come from `RUST_LOG` (default `info`).
 
@@ -55,6 +58,31 @@ pub struct ConnectorConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// The RFC 38 node API for our settlement engines.
+    #[serde(default)]
+    pub settlement_api: SettlementApiConfig,
+}
+
+/// `[settlement_api]`: disabled unless `listen` is set.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementApiConfig {
+    /// Listen address; `None`: no node API.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token the engines send; required when `listen` is set. Never logged.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for SettlementApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettlementApiConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `[balances]`.
@@ -148,6 +176,14 @@ impl DatabaseConfig {
     }
 }
 
+/// `[admin]`: `/metrics` and `/health`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address; `None`: no admin listener.
+    pub listen: Option<SocketAddr>,
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +232,8 @@ impl ConnectorConfig {
             database: DatabaseConfig::default(),
             balances: BalancesConfig::default(),
             log: LogConfig::default(),
+            settlement_api: SettlementApiConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 
@@ -223,6 +261,24 @@ impl ConnectorConfig {
         }
         if self.database.statement_timeout_ms == 0 {
             bail!("database.statement_timeout_ms: must be at least 1");
+        }
+        if let Some(token) = &self.settlement_api.token
+            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            // A bearer token with spaces or control characters could never be sent in a header.
+            bail!(
+                "settlement_api.token: must be non-empty visible ASCII without spaces (the value is not shown)"
+            );
+        }
+        if let Some(listen) = self.settlement_api.listen {
+            if self.settlement_api.token.is_none() {
+                bail!(
+                    "settlement_api.token: required when settlement_api.listen ({listen}) is set; set it in the config file or ILP_CONNECTOR_SETTLEMENT_API__TOKEN"
+                );
+            }
+            if listen == self.http.listen && listen.port() != 0 {
+                bail!("settlement_api.listen: {listen} is already http.listen");
+            }
         }
         Ok(())
     }
@@ -258,4 +314,61 @@ fn one_line(err: figment::Error) -> String {
         }
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_api(listen: Option<&str>, token: Option<&str>) -> ConnectorConfig {
+        let mut config = ConnectorConfig::default_values();
+        config.settlement_api = SettlementApiConfig {
+            listen: listen.map(|l| l.parse().unwrap()),
+            token: token.map(str::to_owned),
+        };
+        config
+    }
+
+    #[test]
+    fn the_settlement_api_needs_a_usable_token_and_errors_name_the_key() {
+        // Proves listen without a token, and a token that cannot be a bearer token, are refused
+        // naming settlement_api.token, without echoing the token.
+        assert!(with_api(None, None).validate().is_ok());
+        assert!(
+            with_api(Some("127.0.0.1:7771"), Some("s3cret"))
+                .validate()
+                .is_ok()
+        );
+        let missing = with_api(Some("127.0.0.1:7771"), None)
+            .validate()
+            .unwrap_err();
+        assert!(
+            missing.to_string().starts_with("settlement_api.token:"),
+            "{missing}"
+        );
+        for bad in ["", "has space", "tab\there"] {
+            let err = with_api(Some("127.0.0.1:7771"), Some(bad))
+                .validate()
+                .unwrap_err();
+            assert!(
+                err.to_string().starts_with("settlement_api.token:"),
+                "{err}"
+            );
+            assert!(bad.is_empty() || !err.to_string().contains(bad), "{err}");
+        }
+        let same = with_api(Some("127.0.0.1:7770"), Some("t"))
+            .validate()
+            .unwrap_err();
+        assert!(
+            same.to_string().starts_with("settlement_api.listen:"),
+            "{same}"
+        );
+    }
+
+    #[test]
+    fn the_token_is_never_in_debug_output() {
+        // Proves printing the configuration cannot leak the settlement API token.
+        let config = with_api(Some("127.0.0.1:7771"), Some("very-secret-token"));
+        assert!(!format!("{config:?}").contains("very-secret-token"));
+    }
 }

@@ -9,16 +9,20 @@
 //! - [`http`]: ILP-over-HTTP: the server (auth, limits) and the client (keep-alive pools).
 //! - [`balance`]: `BalanceService` (hold, post, release) and the PostgreSQL balance writer
 //!   that batches them; the sweeper that releases the holds of dead processes.
-//! - [`accounts`]: accounts, tokens and routes cached in memory, refreshed on NOTIFY.
+//! - [`settlement`]: `peer.settle` (signed claims stored for the worker, or relayed to our
+//!   RFC 38 engine) and the RFC 38 node API on its own listener.
+//! - [`accounts`]: accounts, tokens, routes and ledgers cached in memory, refreshed on NOTIFY.
 //! - [`config`]: the TOML file and environment overrides, validated at start-up.
-//! - [`node`]: `serve`: loads accounts and routes, starts the HTTP listener, runs until
-//!   the stop signal.
+//! - [`node`]: `serve`: loads accounts and routes, starts the HTTP listener (and the
+//!   settlement API's, when configured), runs until the stop signal.
 //! - [`cli`]: `accounts`, `routes`, `balances`: the operator's commands on the database.
+//! - [`admin`]: the admin listener, `/metrics` and `/health`.
 //! - [`telemetry`], [`shutdown`]: logging and the stop signal.
 //!
 //! The database contract (tables, the SQL that changes balances) is the `schema` crate.
 
 pub mod accounts;
+pub mod admin;
 pub mod balance;
 pub mod chain;
 pub mod cli;
@@ -28,5 +32,6 @@ pub mod node;
 pub mod packet;
 pub mod router;
 pub mod service;
+pub mod settlement;
 pub mod shutdown;
 pub mod telemetry;

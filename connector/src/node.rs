@@ -13,15 +13,20 @@ use crate::accounts::{SharedDirectory, keep_directory_fresh, load_directory};
 use crate::balance::sweeper;
 use crate::balance::writer::PgBalanceStore;
 use crate::config::ConnectorConfig;
+use crate::http::client::HttpClientService;
 use crate::http::server::{ServerState, serve as serve_http};
+use crate::settlement::engine::HttpEngineClient;
+use crate::settlement::node_api::{self, NodeApiState};
+use crate::settlement::peer_settle::PgClaimStore;
 
 /// Wait between attempts to reach the database at start-up.
 pub const STARTUP_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs the connector until `shutdown` is cancelled: registers this process, loads accounts
 /// and routes (waiting for the database if it is not there yet), keeps them fresh, runs the
-/// balance writer and the hold sweeper, and serves ILP-over-HTTP. Returns an error if this
-/// process was declared dead by another (its holds swept): it must not go on.
+/// balance writer and the hold sweeper, and serves ILP-over-HTTP (and the RFC 38 node API
+/// when `settlement_api.listen` is set). Returns an error if this process was declared dead
+/// by another (its holds swept): it must not go on.
 pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let node = Arc::new(config.ilp_address()?);
     let pool_config = config.database.pool_config("ilp-connector")?;
@@ -29,6 +34,21 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding http.listen {}", config.http.listen))?;
+    // Bound at start-up, like http.listen, so a taken port fails the start, not later.
+    let settlement_listener = match config.settlement_api.listen {
+        None => None,
+        Some(listen) => {
+            let token = config
+                .settlement_api
+                .token
+                .clone()
+                .context("settlement_api.token: required when settlement_api.listen is set")?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding settlement_api.listen {listen}"))?;
+            Some((listener, token))
+        }
+    };
 
     let instance_name = format!("{}-{}", hostname(), std::process::id());
     let (instance, directory) = loop {
@@ -95,14 +115,55 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
     let (balances, writer) = PgBalanceStore::start(writer_config, instance, fatal.clone());
     let writer = tokio::spawn(writer);
 
+    let settlement_api = match settlement_listener {
+        None => "disabled".to_owned(),
+        Some((settlement_listener, token)) => {
+            let api = Arc::new(NodeApiState::new(
+                directory.clone(),
+                pool.clone(),
+                HttpClientService::new(node.clone()),
+                &token,
+            ));
+            let address = settlement_listener.local_addr()?;
+            tasks.spawn(node_api::serve(settlement_listener, api, stop.clone()));
+            address.to_string()
+        }
+    };
+    let admin = match config.admin.listen {
+        None => "disabled".to_owned(),
+        Some(listen) => {
+            let metrics = crate::admin::install_metrics()?;
+            let listener = crate::admin::bind(listen).await?;
+            let address = listener.local_addr()?;
+            tasks.spawn(crate::admin::serve(
+                listener,
+                metrics,
+                pool.clone(),
+                stop.clone(),
+            ));
+            address.to_string()
+        }
+    };
     let state = Arc::new(ServerState {
         node: node.clone(),
         directory: directory.clone(),
-        chain: crate::chain::build_chain(node.clone(), directory, balances),
+        chain: crate::chain::build_chain(
+            node.clone(),
+            directory,
+            balances,
+            PgClaimStore::new(pool.clone()),
+            HttpEngineClient::new(),
+        ),
         in_flight: Semaphore::new(config.http.max_in_flight),
         max_body_bytes: config.http.max_body_bytes,
     });
-    tracing::info!(listen = %listener.local_addr()?, node.address = %node, "ilp-connector ready");
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        settlement_api = %settlement_api,
+        admin = %admin,
+        node.address = %node,
+        "ilp-connector ready"
+    );
     serve_http(listener, state, stop.clone()).await;
     // Every connection is closed: the last handle on the writer goes, and it finishes its queue.
     if writer.await.is_err() {

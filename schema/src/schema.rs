@@ -77,6 +77,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    ledger_accounts (ledger, account_id) {
+        ledger -> Text,
+        account_id -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     ledgers (name) {
         name -> Text,
         kind -> Text,
@@ -84,6 +92,7 @@ diesel::table! {
         last_poll_at -> Nullable<Timestamptz>,
         lease_owner -> Nullable<Text>,
         lease_expires_at -> Nullable<Timestamptz>,
+        options -> Jsonb,
     }
 }
 
@@ -130,6 +139,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        seq -> Int8,
     }
 }
 
@@ -138,6 +148,7 @@ diesel::joinable!(balance_holds -> connector_instances (instance_id));
 diesel::joinable!(balance_journal -> accounts (account_id));
 diesel::joinable!(balances -> accounts (account_id));
 diesel::joinable!(incoming_settlements -> accounts (account_id));
+diesel::joinable!(ledger_accounts -> accounts (account_id));
 diesel::joinable!(routes -> accounts (account_id));
 diesel::joinable!(settlement_claims -> accounts (account_id));
 diesel::joinable!(settlement_leftovers -> accounts (account_id));
@@ -150,6 +161,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     balances,
     connector_instances,
     incoming_settlements,
+    ledger_accounts,
     ledgers,
     routes,
     settlement_claims,

@@ -16,7 +16,12 @@
 //! | `ledgers[].name` | - | (required) | 1 to 64 of `A-Z a-z 0-9 _ . -`, unique |
 //! | `ledgers[].kind` | - | (required) | `rfc38` or `claims` |
 //! | `ledgers[].schedule` | - | (required) | cron with seconds, UTC, e.g. `*/5 * * * * *` |
-//! | `ledgers[].options` | `ILP_WORKER_LEDGERS__<NAME>__<KEY>` | `{}` | free-form table for the ledger's adaptor |
+//! | `ledgers[].options` | `ILP_WORKER_LEDGERS__<NAME>__<KEY>` | `{}` | the adaptor's options, below |
+//! | `options.engine_url` (rfc38) | `..__ENGINE_URL` | (required) | the RFC 38 engine, `http://host:port[/path]`; published in `ledgers.options` |
+//! | `options.engine_token` (rfc38) | `..__ENGINE_TOKEN` | none | secret: bearer token for the engine |
+//! | `options.signing_key` (claims) | `..__SIGNING_KEY` | none: receive only | secret: 64 hex digits, our ed25519 seed |
+//! | `options.node_address` (claims) | `..__NODE_ADDRESS` | (required with `signing_key`) | our ILP address, the claims' payer |
+//! | `options.call_timeout_ms` (both) | `..__CALL_TIMEOUT_MS` | `10000` | per ledger call, milliseconds, at most 60000 |
 //!
 //! Ledger options from the environment (for secrets): `ILP_WORKER_LEDGERS__XRP__SECRET=..`
 //! sets `options.secret` of the ledger named `xrp`; `__` nests further
@@ -274,6 +279,11 @@ impl WorkerConfig {
         let worker = validate_worker(file.worker)?;
         let mut ledgers = validate_ledgers(file.ledgers)?;
         apply_ledger_env(&mut ledgers, env)?;
+        // The adaptors' own options, once every override is in; the runner builds them again.
+        for ledger in &ledgers {
+            crate::adaptor::Adaptor::from_config(ledger)
+                .map_err(|err| anyhow::anyhow!("ledger {:?}: {err}", ledger.name))?;
+        }
         Ok(WorkerConfig {
             database: file.database,
             log: file.log,
@@ -514,12 +524,13 @@ mod tests {
         name = "xrp"
         kind = "claims"
         schedule = "*/5 * * * * *"
-        options = { network = "testnet", limits = { max_drops = 1000 } }
+        options = { node_address = "g.alice", call_timeout_ms = 5000 }
 
         [[ledgers]]
         name = "usd-engine.1"
         kind = "rfc38"
         schedule = "0 * * * * *"
+        options = { engine_url = "http://127.0.0.1:7771" }
     "#;
 
     fn err(toml: &str) -> String {
@@ -540,10 +551,13 @@ mod tests {
         assert_eq!(config.ledger_names(), ["xrp", "usd-engine.1"]);
         assert_eq!(config.ledgers[0].kind, LedgerKind::Claims);
         assert_eq!(config.ledgers[0].schedule.as_str(), "*/5 * * * * *");
-        assert_eq!(config.ledgers[0].options["network"], "testnet");
-        assert_eq!(config.ledgers[0].options["limits"]["max_drops"], 1000);
+        assert_eq!(config.ledgers[0].options["node_address"], "g.alice");
+        assert_eq!(config.ledgers[0].options["call_timeout_ms"], 5000);
         assert_eq!(config.ledgers[1].kind, LedgerKind::Rfc38);
-        assert!(config.ledgers[1].options.is_empty());
+        assert_eq!(
+            config.ledgers[1].options["engine_url"],
+            "http://127.0.0.1:7771"
+        );
     }
 
     // Proves the defaults in the module table are the ones applied.
@@ -656,21 +670,21 @@ mod tests {
         apply_ledger_env(
             &mut config.ledgers,
             env(&[
-                ("ILP_WORKER_LEDGERS__XRP__SECRET", "00123"),
+                ("ILP_WORKER_LEDGERS__XRP__SIGNING_KEY", "00123"),
                 ("ILP_WORKER_LEDGERS__USD_ENGINE_1__AUTH__TOKEN", "t0k"),
                 ("ILP_WORKER_LEDGERS__XRP__LIMITS__MAX_DROPS", "5"),
                 ("UNRELATED", "x"),
             ]),
         )
         .unwrap();
-        assert_eq!(config.ledgers[0].options["secret"], "00123");
-        assert_eq!(config.ledgers[0].options["network"], "testnet");
+        assert_eq!(config.ledgers[0].options["signing_key"], "00123");
+        assert_eq!(config.ledgers[0].options["node_address"], "g.alice");
         assert_eq!(config.ledgers[0].options["limits"]["max_drops"], "5");
         assert_eq!(config.ledgers[1].options["auth"]["token"], "t0k");
         // Debug shows option keys, never their values.
         let debug = format!("{:?}", config.ledgers[0]);
         assert!(
-            debug.contains("secret") && !debug.contains("00123"),
+            debug.contains("signing_key") && !debug.contains("00123"),
             "{debug}"
         );
     }
@@ -689,12 +703,12 @@ mod tests {
         assert!(!message.contains("hunter2"));
         let message = apply_ledger_env(
             &mut config.ledgers,
-            env(&[("ILP_WORKER_LEDGERS__XRP__NETWORK__ID", "1")]),
+            env(&[("ILP_WORKER_LEDGERS__XRP__NODE_ADDRESS__ID", "1")]),
         )
         .unwrap_err()
         .to_string();
         assert!(
-            message.contains("options.network is not a table"),
+            message.contains("options.node_address is not a table"),
             "{message}"
         );
         assert!(
@@ -704,5 +718,45 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    // Proves each kind's options are checked at start-up, after the environment, naming the
+    // ledger and the option but never a secret's value.
+    #[test]
+    fn adaptor_options_are_validated_at_start_up() {
+        let message = err(&ledger("usd", "rfc38", "* * * * * *"));
+        assert!(
+            message.starts_with(r#"ledger "usd": options.engine_url: required"#),
+            "{message}"
+        );
+        let message = err(&(ledger("xrp", "claims", "* * * * * *")
+            + "options = { signing_key = \"not-hex-secret\", node_address = \"g.a\" }\n"));
+        assert!(
+            message.starts_with(r#"ledger "xrp": options.signing_key: must be 64 hex digits"#),
+            "{message}"
+        );
+        assert!(!message.contains("not-hex-secret"));
+        let message =
+            err(&(ledger("xrp", "claims", "* * * * * *") + "options = { network = \"x\" }\n"));
+        assert!(
+            message.starts_with(r#"ledger "xrp": options.network: unknown option"#),
+            "{message}"
+        );
+        // A bad key from the environment is caught too.
+        let figment =
+            Figment::from(Serialized::defaults(FileConfig::default())).merge(Toml::string(GOOD));
+        let message = format!(
+            "{:#}",
+            WorkerConfig::from_figment(
+                figment,
+                env(&[("ILP_WORKER_LEDGERS__XRP__SIGNING_KEY", "abcd")])
+            )
+            .unwrap_err()
+        );
+        assert!(
+            message.starts_with(r#"ledger "xrp": options.signing_key"#),
+            "{message}"
+        );
+        assert!(!message.contains("abcd"));
     }
 }

@@ -6,23 +6,37 @@
 //! poll one ledger at once, and a dead replica's ledgers are taken over once its lease lapses.
 //! Every time that decides who polls what is the database's clock.
 //!
-//! This is the foundation: configuration, schedules, leases and the loop. A poll only logs
-//! for now; outgoing and incoming settlement (the adaptors) come later.
+//! A poll of a ledger pays what we owe through the ledger's adaptor (crash-safe: the
+//! balance is lowered and a `pending` settlement with its idempotency key committed before
+//! the ledger is called), retries what had no definite answer with the same key, refunds
+//! what was definitely rejected, and on a `claims` ledger verifies and credits the signed
+//! claims peers sent. Incoming RFC 38 credits are taken by the connector (its node API) with
+//! `schema::models::settlement::credit_incoming_settlement`.
 //!
 //! # Layout
 //! - [`config`]: [`WorkerConfig`], read from a TOML file and the environment and validated
 //!   at start-up; its `//!` lists every key with its default and unit.
 //! - [`schedule`]: [`Schedule`], a cron pattern with seconds; `next_after(t)` is pure.
-//! - [`runner`]: [`run`], the loop: register the ledgers, claim a due one, poll it, write its
-//!   next due time, sleep when none is due, stop between runs on `shutdown`.
+//! - [`runner`]: [`run`], the loop: register the ledgers (publishing their non-secret
+//!   options), claim a due one, poll it, write its next due time, sleep when none is due,
+//!   stop between runs on `shutdown`.
+//! - [`poll`]: [`poll_ledger`], one poll of one ledger: retries, new settlements, claims.
+//! - [`adaptor`]: [`Adaptor`], one per ledger kind, dispatched by `match`:
+//!   [`adaptor::rfc38`] (an RFC 38 settlement engine over HTTP) and [`adaptor::claims`]
+//!   (signed cumulative claims over `peer.settle`, and their verification).
 //! - `main.rs`: the binary: CLI, tracing, pool, signal handlers, then [`run`].
 //! - The `ledgers` row type and its queries (`register_ledgers`, `claim_due_ledger`,
-//!   `finish_poll`) live in `schema::models::ledger`, next to the table they touch.
+//!   `finish_poll`) live in `schema::models::ledger`, and the settlement and claim SQL in
+//!   `schema::models::{settlement, claim}`, next to the tables they touch.
 
+pub mod adaptor;
 pub mod config;
+pub mod poll;
 pub mod runner;
 pub mod schedule;
 
+pub use adaptor::{Adaptor, AdaptorError};
 pub use config::{LedgerConfig, LogFormat, WorkerConfig};
+pub use poll::{PollReport, poll_ledger};
 pub use runner::{PollObserver, PollRecord, run, run_observed};
 pub use schedule::{Schedule, ScheduleError};

@@ -5,10 +5,13 @@
 //! [`claim_due_ledger`] (a lease, so no other replica polls that ledger meanwhile) and
 //! [`finish_poll`] (the next due time, computed here from the ledger's [`Schedule`], and the
 //! lease released). A replica killed mid-run leaves its lease to lapse, after which another
-//! replica takes the ledger over. A run must therefore finish within `worker.lease_secs`:
-//! the settlement logic still to come has to bound its work per run (or renew the lease).
+//! replica takes the ledger over. A run should therefore finish within `worker.lease_secs`:
+//! a poll attempts at most [`MAX_SETTLEMENTS_PER_POLL`] settlements and starts no ledger call
+//! after half the lease. Should a lease lapse anyway, a second run of the ledger is harmless
+//! (every settlement step is conditional and keyed), only wasteful.
 //!
 //! [`Schedule`]: crate::schedule::Schedule
+//! [`MAX_SETTLEMENTS_PER_POLL`]: crate::poll::MAX_SETTLEMENTS_PER_POLL
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,11 +21,15 @@ use chrono::{DateTime, TimeDelta, Utc};
 use schema::DbError;
 use schema::DbPool;
 use schema::models::ledger::{
-    ClaimedLedger, NewLedger, claim_due_ledger, database_now, finish_poll, register_ledgers,
+    NewLedger, claim_due_ledger, database_now, finish_poll, publish_ledger_options,
+    register_ledgers,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use crate::adaptor::Adaptor;
 use crate::config::{LedgerConfig, WorkerConfig};
+use crate::poll::{PollReport, poll_ledger};
 
 /// First wait after a database error.
 pub const DB_RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -76,7 +83,7 @@ pub async fn run_observed(
     shutdown: CancellationToken,
     observer: Option<PollObserver>,
 ) -> anyhow::Result<()> {
-    let runner = Runner::new(config, pool, observer);
+    let runner = Runner::new(config, pool, observer)?;
     let mut backoff = Backoff::new();
 
     loop {
@@ -137,13 +144,24 @@ struct Runner {
     idle_poll: Duration,
     names: Vec<String>,
     ledgers: HashMap<String, LedgerConfig>,
+    adaptors: HashMap<String, Adaptor>,
     observer: Option<PollObserver>,
 }
 
 impl Runner {
-    fn new(config: WorkerConfig, pool: DbPool, observer: Option<PollObserver>) -> Runner {
+    fn new(
+        config: WorkerConfig,
+        pool: DbPool,
+        observer: Option<PollObserver>,
+    ) -> anyhow::Result<Runner> {
         let names = config.ledger_names();
-        Runner {
+        let mut adaptors = HashMap::new();
+        for ledger in &config.ledgers {
+            let adaptor = Adaptor::from_config(ledger)
+                .map_err(|err| anyhow::anyhow!("ledger {:?}: {err}", ledger.name))?;
+            adaptors.insert(ledger.name.clone(), adaptor);
+        }
+        Ok(Runner {
             pool,
             owner: config.worker.instance_name,
             lease: config.worker.lease,
@@ -154,11 +172,13 @@ impl Runner {
                 .into_iter()
                 .map(|ledger| (ledger.name.clone(), ledger))
                 .collect(),
+            adaptors,
             observer,
-        }
+        })
     }
 
-    /// Upserts the configured ledgers; a new one is first due at its schedule's next time.
+    /// Upserts the configured ledgers (a new one is first due at its schedule's next time)
+    /// and publishes each one's non-secret options for the connectors.
     async fn register(&self) -> Result<(), DbError> {
         let mut conn = self.pool.get().await?;
         let now = database_now(&mut conn).await?;
@@ -172,7 +192,11 @@ impl Runner {
                 next_poll_at: next_poll_at(ledger, now),
             })
             .collect();
-        register_ledgers(&mut conn, &rows).await
+        register_ledgers(&mut conn, &rows).await?;
+        for (name, adaptor) in &self.adaptors {
+            publish_ledger_options(&mut conn, name, &adaptor.published_options()).await?;
+        }
+        Ok(())
     }
 
     /// Claims, polls and reschedules one due ledger; `false` when none was due.
@@ -191,7 +215,37 @@ impl Runner {
             return Ok(true);
         };
 
-        poll_ledger(ledger, &claimed).await;
+        let Some(adaptor) = self.adaptors.get(&claimed.name) else {
+            tracing::error!(ledger.name = %claimed.name, "claimed a ledger without an adaptor");
+            return Ok(true);
+        };
+        let span = tracing::info_span!(
+            "settlement.poll",
+            ledger.name = %ledger.name,
+            ledger.kind = %ledger.kind,
+        );
+        {
+            let _entered = span.enter();
+            tracing::info!(
+                due_at = %claimed.due_at,
+                lease_expires_at = %claimed.lease_expires_at,
+                "polling"
+            );
+        }
+        // Half the lease for ledger calls; the rest is margin for the last call's timeout.
+        let deadline = started + self.lease / 2;
+        match poll_ledger(&self.pool, &claimed.name, adaptor, deadline)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(report) => {
+                if report != PollReport::default() {
+                    span.in_scope(|| tracing::info!(?report, "polled"));
+                }
+            }
+            // Logged once, here; the ledger is still rescheduled and its lease released.
+            Err(err) => span.in_scope(|| tracing::error!(error = %err, "poll failed")),
+        }
 
         // The database's clock at the claim plus the time since, so that a slow poll
         // schedules the next time after now rather than one already past.
@@ -226,20 +280,6 @@ impl Runner {
         }
         Ok(true)
     }
-}
-
-/// Polls one claimed ledger; for now it only logs: outgoing and incoming settlement come later.
-#[tracing::instrument(
-    name = "settlement.poll",
-    skip_all,
-    fields(ledger.name = %ledger.name, ledger.kind = %ledger.kind)
-)]
-async fn poll_ledger(ledger: &LedgerConfig, claimed: &ClaimedLedger) {
-    tracing::info!(
-        due_at = %claimed.due_at,
-        lease_expires_at = %claimed.lease_expires_at,
-        "polling"
-    );
 }
 
 /// `ledger`'s next due time after `now`.

@@ -3,3 +3,5 @@
 
 mod balances;
 mod packet_path;
+mod settle_api;
+mod settlement;

@@ -338,3 +338,106 @@ async fn route_added_with_the_cli_takes_effect_within_a_second() {
     }
     assert_eq!(t.receiver.received(), 1);
 }
+
+#[tokio::test]
+async fn metrics_count_packets_by_outcome_and_amounts_per_account() {
+    // Proves /metrics moves by exactly what went through, and /health answers.
+    let receiver = Receiver::start(Behaviour::Fulfill).await;
+    let receiver_url = receiver.url();
+    let db = std::sync::Arc::new(schema::test_db::TestDb::new().await);
+    e2e::cli(
+        db.url(),
+        &[
+            "accounts",
+            "add",
+            "alice",
+            "--relation",
+            "child",
+            "--asset-code",
+            "USD",
+            "--asset-scale",
+            "2",
+            "--incoming-token",
+            "alice-token",
+            "--credit-limit",
+            "1000",
+        ],
+    );
+    e2e::cli(
+        db.url(),
+        &[
+            "accounts",
+            "add",
+            "bob",
+            "--relation",
+            "child",
+            "--asset-code",
+            "USD",
+            "--asset-scale",
+            "2",
+            "--outgoing-url",
+            &receiver_url,
+        ],
+    );
+    let node = Node::start_on(
+        db.clone(),
+        "test.node",
+        &[("ILP_CONNECTOR_ADMIN__LISTEN", "127.0.0.1:0")],
+    );
+    for _ in 0..5 {
+        let packet = send_prepare(
+            &node.url(),
+            "alice-token",
+            prepare("test.node.bob", 10, Duration::from_secs(10)),
+        )
+        .await;
+        assert!(matches!(packet, Packet::Fulfill(_)));
+    }
+    for _ in 0..2 {
+        let packet = send_prepare(
+            &node.url(),
+            "alice-token",
+            prepare("test.node.nobody", 10, Duration::from_secs(10)),
+        )
+        .await;
+        assert_eq!(reject_of(packet).code(), ErrorCode::F02_UNREACHABLE);
+    }
+    let (status, text) = node.admin_get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let value = |name, labels: &[(&str, &str)]| e2e::metric(&text, name, labels);
+    assert_eq!(
+        value("ilp_packets_total", &[("outcome", "fulfilled")]),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "ilp_packets_total",
+            &[("outcome", "rejected"), ("code", "F02")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "ilp_amount_total",
+            &[("account", "alice"), ("direction", "in")]
+        ),
+        Some(50.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "ilp_amount_total",
+            &[("account", "bob"), ("direction", "out")]
+        ),
+        Some(50.0),
+        "{text}"
+    );
+    assert_eq!(value("ilp_packets_in_flight", &[]), Some(0.0), "{text}");
+    assert!(
+        value("ilp_balance_batch_ops_count", &[]).is_some_and(|n| n >= 2.0),
+        "{text}"
+    );
+    assert_eq!(node.admin_get("/health").await.0, StatusCode::OK);
+}

@@ -55,6 +55,8 @@ pub struct Node {
     pub addr: SocketAddr,
     /// Its ILP address.
     pub ilp_address: String,
+    /// Its admin listener (`/metrics`, `/health`), when configured.
+    pub admin: Option<SocketAddr>,
     env: Vec<(String, String)>,
     child: Child,
     // Dropped after the process: the database outlives its connector.
@@ -106,10 +108,11 @@ impl Node {
             ("ILP_CONNECTOR_HTTP__LISTEN".into(), listen.into()),
         ];
         all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let (child, addr) = spawn_connector(&database_url, &all);
+        let (child, addr, admin) = spawn_connector(&database_url, &all);
         Node {
             database_url,
             addr,
+            admin,
             ilp_address: ilp_address.to_owned(),
             env: all,
             child,
@@ -128,9 +131,10 @@ impl Node {
                 *value = self.addr.to_string();
             }
         }
-        let (child, addr) = spawn_connector(&self.database_url, &env);
+        let (child, addr, admin) = spawn_connector(&self.database_url, &env);
         self.child = child;
         self.addr = addr;
+        self.admin = admin;
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
@@ -154,9 +158,48 @@ impl Node {
     pub fn url(&self) -> String {
         format!("http://{}/ilp", self.addr)
     }
+
+    /// GETs `path` from the admin listener: status and body.
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
+        let admin = self
+            .admin
+            .expect("the node was started with ILP_CONNECTOR_ADMIN__LISTEN");
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let uri: hyper::Uri = format!("http://{admin}{path}").parse().expect("admin URI");
+        let response = client.get(uri).await.expect("GET from the admin listener");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("admin body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
 }
 
-fn spawn_connector(database_url: &str, env: &[(String, String)]) -> (Child, SocketAddr) {
+/// The value of the Prometheus sample named `name` whose labels include every `labels`
+/// pair (`key="value"`), or `None`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            let matches = metric_name == name
+                && labels
+                    .iter()
+                    .all(|(key, want)| rest.contains(&format!("{key}=\"{want}\"")));
+            if matches { value.parse().ok() } else { None }
+        })
+}
+
+fn spawn_connector(
+    database_url: &str,
+    env: &[(String, String)],
+) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut child = Command::new(binary("ilp-connector"))
         .arg("serve")
         .env("DATABASE_URL", database_url)
@@ -175,7 +218,14 @@ fn spawn_connector(database_url: &str, env: &[(String, String)]) -> (Child, Sock
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if !sent && line.contains("ilp-connector ready") {
                 let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                let _ = tx.send(value["listen"].as_str().map(str::to_owned));
+                let _ = tx.send(value["listen"].as_str().map(|listen| {
+                    (
+                        listen.to_owned(),
+                        value["admin"]
+                            .as_str()
+                            .and_then(|a| a.parse::<SocketAddr>().ok()),
+                    )
+                }));
                 sent = true;
             }
             if std::env::var_os("E2E_LOGS").is_some() {
@@ -188,7 +238,8 @@ fn spawn_connector(database_url: &str, env: &[(String, String)]) -> (Child, Sock
         .ok()
         .flatten()
         .unwrap_or_else(|| panic!("ilp-connector did not log its ready line"));
-    (child, listen.parse().expect("listen address"))
+    let (listen, admin) = listen;
+    (child, listen.parse().expect("listen address"), admin)
 }
 
 impl Drop for Node {
@@ -483,4 +534,77 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// A running `ilp-settlement-worker`; SIGKILLed when dropped.
+pub struct SettlementWorker {
+    child: Child,
+    config: PathBuf,
+}
+
+impl SettlementWorker {
+    /// Starts the worker on `database_url` with the TOML `config` and extra environment.
+    /// Its log goes to stderr of the test when `E2E_LOGS` is set.
+    pub fn start(database_url: &str, config: &str, env: &[(&str, &str)]) -> SettlementWorker {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "e2e-worker-{}-{}.toml",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::write(&path, config).expect("writing the worker config");
+        let output = || {
+            if std::env::var_os("E2E_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            }
+        };
+        let child = Command::new(binary("ilp-settlement-worker"))
+            .arg("--config")
+            .arg(&path)
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(output())
+            .stderr(output())
+            .spawn()
+            .expect("starting ilp-settlement-worker");
+        SettlementWorker {
+            child,
+            config: path,
+        }
+    }
+
+    /// SIGKILLs it (no shutdown of any kind) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SettlementWorker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `within` has passed.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -127,6 +127,7 @@ impl<S: BalanceStore, O: OutgoingService> OutgoingService for BalanceService<S, 
         };
         let (from, to) = (request.from.id, request.to.id);
         let from_name = request.from.username.clone();
+        let to_name = request.to.username.clone();
         // The incoming expiry: how long the sender still waits for our answer.
         let deadline = request.prepare.expires_at();
         if let Err(err) = self.store.hold(from, debit).await {
@@ -149,7 +150,14 @@ impl<S: BalanceStore, O: OutgoingService> OutgoingService for BalanceService<S, 
                         })
                         .await
                     {
-                        Ok(()) => return Ok(fulfill),
+                        Ok(()) => {
+                            // Amounts moved, per account (u64: both are non-negative).
+                            metrics::counter!("ilp_amount_total", "account" => from_name, "direction" => "in")
+                                .increment(debit.unsigned_abs());
+                            metrics::counter!("ilp_amount_total", "account" => to_name, "direction" => "out")
+                                .increment(credit.unsigned_abs());
+                            return Ok(fulfill);
+                        }
                         Err(err) if SystemTime::now() + POST_RETRY_DELAY < deadline => {
                             tracing::warn!(from.account = %from_name, error = %err, "posting a Fulfill failed; retrying");
                             tokio::time::sleep(POST_RETRY_DELAY).await;

@@ -123,7 +123,13 @@ async fn run_writer(
                 } => batch.releases.push((*account, *amount)),
             }
         }
+        let started = std::time::Instant::now();
         let outcome = apply(&mut conn, &config, instance, &batch).await;
+        metrics::histogram!("ilp_balance_batch_ops").record(ops.len() as f64);
+        metrics::histogram!("ilp_balance_commit_seconds").record(started.elapsed().as_secs_f64());
+        if outcome.is_err() {
+            metrics::counter!("ilp_balance_batch_failures_total").increment(1);
+        }
         if let Err(BalanceError::Unavailable(why)) = &outcome
             && why.starts_with(SWEPT)
         {

@@ -212,11 +212,20 @@ async fn handle<S: IncomingService>(
         prepare.destination = %prepare.destination(),
         prepare.amount = prepare.amount(),
     );
+    metrics::gauge!("ilp_packets_in_flight").increment(1.0);
     let result = state
         .chain
         .handle_request(IncomingRequest { from, prepare })
         .instrument(span)
         .await;
+    metrics::gauge!("ilp_packets_in_flight").decrement(1.0);
+    match &result {
+        Ok(_) => metrics::counter!("ilp_packets_total", "outcome" => "fulfilled").increment(1),
+        Err(reject) => {
+            metrics::counter!("ilp_packets_total", "outcome" => "rejected", "code" => reject.code().to_string())
+                .increment(1)
+        }
+    }
     match result {
         Ok(fulfill) => packet_response(fulfill.into_bytes()),
         Err(reject) => packet_response(reject.into_bytes()),

@@ -117,7 +117,7 @@ mod tests {
             username: "bob".into(),
             created_at: chrono::Utc::now(),
         }];
-        let directory = Directory::build(&node(), &accounts, &routes);
+        let directory = Directory::build(&node(), &accounts, &routes, &[]);
         Router::new(
             Arc::new(node()),
             Arc::new(SharedDirectory::new(directory)),

@@ -1,3 +1,5 @@
-//! Integration tests of the connector: the CLI and the packet path against a real PostgreSQL.
+//! Integration tests of the connector against a real PostgreSQL: the CLI, and the RFC 38
+//! node API (`settlement_api`).
 
 mod cli;
+mod settlement_api;

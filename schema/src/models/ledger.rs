@@ -202,3 +202,72 @@ pub async fn find_ledger(conn: &mut AsyncPgConnection, name: &str) -> Result<Led
         .first(conn)
         .await?)
 }
+
+/// Writes the options of ledger `name` that connectors may read (`ledgers.options`, a JSON
+/// object). The worker publishes only non-secret options (an rfc38 ledger's `engine_url`),
+/// never tokens or keys. `false` when no such ledger is registered.
+pub async fn publish_ledger_options(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    options: &serde_json::Map<String, serde_json::Value>,
+) -> Result<bool, DbError> {
+    let json = serde_json::Value::Object(options.clone()).to_string();
+    let updated = diesel::sql_query(
+        "UPDATE ledgers SET options = $2::jsonb WHERE name = $1 AND options IS DISTINCT FROM $2::jsonb",
+    )
+    .bind::<Text, _>(name)
+    .bind::<Text, _>(&json)
+    .execute(conn)
+    .await?;
+    if updated == 1 {
+        return Ok(true);
+    }
+    // Unchanged options update nothing; tell that apart from a missing ledger.
+    Ok(ledgers::table
+        .find(name)
+        .select(ledgers::name)
+        .first::<String>(conn)
+        .await
+        .optional()?
+        .is_some())
+}
+
+/// A ledger's kind and published options, as connectors read them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerOptions {
+    /// The ledger's name.
+    pub name: String,
+    /// Its kind (`rfc38` or `claims`).
+    pub kind: String,
+    /// Its published options, a JSON object (e.g. `{"engine_url": "http://.."}`).
+    pub options: serde_json::Value,
+}
+
+#[derive(QueryableByName)]
+struct LedgerOptionsRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    options: String,
+}
+
+/// Every registered ledger's kind and published options, by name.
+pub async fn list_ledger_options(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<LedgerOptions>, DbError> {
+    let rows: Vec<LedgerOptionsRow> =
+        diesel::sql_query("SELECT name, kind, options::text AS options FROM ledgers ORDER BY name")
+            .load(conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| LedgerOptions {
+            options: serde_json::from_str(&row.options)
+                .unwrap_or_else(|_| serde_json::Value::Object(serde_json::Map::new())),
+            name: row.name,
+            kind: row.kind,
+        })
+        .collect())
+}

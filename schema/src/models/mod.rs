@@ -2,8 +2,10 @@
 
 pub mod account;
 pub mod balance;
+pub mod claim;
 pub mod ledger;
 pub mod route;
+pub mod settlement;
 
 pub use account::{Account, AccountChanges, NewAccount, Relation};
 pub use balance::{BalanceRow, BalanceView};

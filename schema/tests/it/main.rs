@@ -3,3 +3,4 @@
 mod balances;
 mod constraints;
 mod migrations;
+mod settlement;

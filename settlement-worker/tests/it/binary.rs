@@ -45,7 +45,8 @@ async fn ready_then_clean_exit_on_sigterm() -> anyhow::Result<()> {
     let config = write_config(
         "[worker]\nidle_poll_ms = 100\n\n\
          [[ledgers]]\nname = \"xrp\"\nkind = \"claims\"\nschedule = \"* * * * * *\"\n\n\
-         [[ledgers]]\nname = \"usd\"\nkind = \"rfc38\"\nschedule = \"0 0 * * * *\"\n",
+         [[ledgers]]\nname = \"usd\"\nkind = \"rfc38\"\nschedule = \"0 0 * * * *\"\n\
+         options = { engine_url = \"http://127.0.0.1:9\" }\n",
     );
     let mut child = worker()
         .arg("--config")

@@ -1,8 +1,11 @@
 //! Database tests of the settlement worker on a real PostgreSQL (`TEST_DATABASE_URL`, see
-//! `scripts/db.sh`): leases, schedules across two replicas, and the binary's lifecycle.
+//! `scripts/db.sh`): leases, schedules across two replicas, the binary's lifecycle, and
+//! settlement through an RFC 38 engine and through signed claims.
 
 mod binary;
+mod claims;
 mod lease;
+mod rfc38;
 mod schedule;
 
 use diesel_async::AsyncPgConnection;

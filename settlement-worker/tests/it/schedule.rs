@@ -30,6 +30,7 @@ fn replica_config(instance: &str) -> WorkerConfig {
         name = "every-10s"
         kind = "rfc38"
         schedule = "*/10 * * * * *"
+        options = {{ engine_url = "http://127.0.0.1:9" }}
         "#
     ))
     .expect("the replica config is valid")

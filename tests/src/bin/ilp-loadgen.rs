@@ -53,7 +53,10 @@ struct Args {
     #[arg(long, default_value_t = 30)]
     expiry_secs: u64,
     /// The receiver's fulfillment, 64 hex digits (default: the shared bench sink's).
-    #[arg(long, default_value = "696c702d62656e63682d66697865642d707265696d6167652d33326279746573")]
+    #[arg(
+        long,
+        default_value = "696c702d62656e63682d66697865642d707265696d6167652d33326279746573"
+    )]
     fulfillment: String,
 }
 
@@ -77,15 +80,29 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let host = args.url.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
-    let ip: std::net::IpAddr = if host == "localhost" { "127.0.0.1".parse()? } else { host.parse()? };
-    anyhow::ensure!(ip.is_loopback(), "only loopback targets are allowed, not {host}");
+    let host = args
+        .url
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let ip: std::net::IpAddr = if host == "localhost" {
+        "127.0.0.1".parse()?
+    } else {
+        host.parse()?
+    };
+    anyhow::ensure!(
+        ip.is_loopback(),
+        "only loopback targets are allowed, not {host}"
+    );
     let addr = SocketAddr::new(ip, args.url.port_u16().unwrap_or(80));
     let fulfillment: [u8; 32] = hex::decode(&args.fulfillment)?
         .try_into()
         .map_err(|_| anyhow::anyhow!("--fulfillment must be 32 bytes"))?;
     AddressRef::new(&args.destination).map_err(|err| anyhow::anyhow!("--destination: {err}"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(drive(args, addr, fulfillment))
 }
 
@@ -102,7 +119,8 @@ async fn drive(args: Args, addr: SocketAddr, fulfillment: [u8; 32]) -> anyhow::R
         workers.push(tokio::spawn(async move {
             let mut seen = Seen::default();
             let mut sender = None;
-            while Instant::now() < end && started.fetch_add(1, Ordering::Relaxed) < args.max_packets {
+            while Instant::now() < end && started.fetch_add(1, Ordering::Relaxed) < args.max_packets
+            {
                 let prepare = PrepareBuilder {
                     amount: args.amount,
                     expires_at: SystemTime::now() + Duration::from_secs(args.expiry_secs),
@@ -113,7 +131,8 @@ async fn drive(args: Args, addr: SocketAddr, fulfillment: [u8; 32]) -> anyhow::R
                 .build()
                 .expect("an empty-data Prepare builds");
                 let sent = Instant::now();
-                let outcome = exchange(&mut sender, addr, &args, prepare.into_bytes().freeze()).await;
+                let outcome =
+                    exchange(&mut sender, addr, &args, prepare.into_bytes().freeze()).await;
                 if sent < measure_from {
                     continue;
                 }
@@ -122,8 +141,12 @@ async fn drive(args: Args, addr: SocketAddr, fulfillment: [u8; 32]) -> anyhow::R
                         let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
                         seen.latencies_us.push(us);
                     }
-                    Ok(Packet::Fulfill(_)) => *seen.rejects.entry("wrong-fulfillment".into()).or_default() += 1,
-                    Ok(Packet::Reject(r)) => *seen.rejects.entry(r.code().to_string()).or_default() += 1,
+                    Ok(Packet::Fulfill(_)) => {
+                        *seen.rejects.entry("wrong-fulfillment".into()).or_default() += 1
+                    }
+                    Ok(Packet::Reject(r)) => {
+                        *seen.rejects.entry(r.code().to_string()).or_default() += 1
+                    }
                     Ok(Packet::Prepare(_)) | Err(_) => {
                         seen.errors += 1;
                         sender = None;
@@ -144,7 +167,9 @@ async fn drive(args: Args, addr: SocketAddr, fulfillment: [u8; 32]) -> anyhow::R
             *rejects.entry(code).or_default() += n;
         }
     }
-    let elapsed = (Instant::now().min(end) - measure_from).as_secs_f64().max(1e-9);
+    let elapsed = (Instant::now().min(end) - measure_from)
+        .as_secs_f64()
+        .max(1e-9);
     latencies.sort_unstable();
     let pct = |p: f64| -> u32 {
         if latencies.is_empty() {
@@ -185,7 +210,9 @@ async fn exchange(
         tokio::spawn(connection);
         *sender = Some(send);
     }
-    let Some(send) = sender.as_mut() else { anyhow::bail!("no connection") };
+    let Some(send) = sender.as_mut() else {
+        anyhow::bail!("no connection")
+    };
     send.ready().await?;
     let mut request = Request::post(args.url.path())
         .header("host", addr.to_string())
@@ -194,8 +221,13 @@ async fn exchange(
         request = request.header("authorization", format!("Bearer {token}"));
     }
     let timeout = Duration::from_secs(args.expiry_secs + 5);
-    let response = tokio::time::timeout(timeout, send.send_request(request.body(Full::new(body))?)).await??;
-    anyhow::ensure!(response.status() == StatusCode::OK, "HTTP {}", response.status());
+    let response =
+        tokio::time::timeout(timeout, send.send_request(request.body(Full::new(body))?)).await??;
+    anyhow::ensure!(
+        response.status() == StatusCode::OK,
+        "HTTP {}",
+        response.status()
+    );
     let body = response.into_body().collect().await?.to_bytes();
     Ok(Packet::try_from(BytesMut::from(&body[..]))?)
 }

@@ -25,7 +25,10 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:3999")]
     listen: SocketAddr,
     /// Fulfillment to answer with, 64 hex digits (default: the shared bench sink's).
-    #[arg(long, default_value = "696c702d62656e63682d66697865642d707265696d6167652d33326279746573")]
+    #[arg(
+        long,
+        default_value = "696c702d62656e63682d66697865642d707265696d6167652d33326279746573"
+    )]
     fulfillment: String,
     /// Stop after this many seconds.
     #[arg(long, default_value_t = 3600)]
@@ -38,16 +41,27 @@ fn main() -> ExitCode {
         eprintln!("ilp-sink: only loopback listen addresses are allowed");
         return ExitCode::FAILURE;
     }
-    let fulfillment: [u8; 32] = match hex::decode(&args.fulfillment).ok().and_then(|v| v.try_into().ok()) {
+    let fulfillment: [u8; 32] = match hex::decode(&args.fulfillment)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+    {
         Some(f) => f,
         None => {
             eprintln!("ilp-sink: --fulfillment must be 64 hex digits");
             return ExitCode::FAILURE;
         }
     };
-    let fulfill = FulfillBuilder { fulfillment: &fulfillment, data: &[] }.build().expect("a Fulfill with no data builds");
+    let fulfill = FulfillBuilder {
+        fulfillment: &fulfillment,
+        data: &[],
+    }
+    .build()
+    .expect("a Fulfill with no data builds");
     let fulfill = fulfill.into_bytes().freeze();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("ilp-sink: {err}");
@@ -64,11 +78,19 @@ fn main() -> ExitCode {
                 stream.set_nodelay(true)?;
                 let (prepares, fulfill) = (prepares.clone(), fulfill.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let (prepares, fulfill) = (prepares.clone(), fulfill.clone());
-                        async move { Ok::<_, std::convert::Infallible>(answer(request, &prepares, fulfill).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let service = hyper::service::service_fn(
+                        move |request: Request<hyper::body::Incoming>| {
+                            let (prepares, fulfill) = (prepares.clone(), fulfill.clone());
+                            async move {
+                                Ok::<_, std::convert::Infallible>(
+                                    answer(request, &prepares, fulfill).await,
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
             #[allow(unreachable_code)]
@@ -88,7 +110,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn answer(request: Request<hyper::body::Incoming>, prepares: &AtomicU64, fulfill: Bytes) -> Response<Full<Bytes>> {
+async fn answer(
+    request: Request<hyper::body::Incoming>,
+    prepares: &AtomicU64,
+    fulfill: Bytes,
+) -> Response<Full<Bytes>> {
     if request.method() == Method::GET && request.uri().path() == "/stats" {
         let body = format!("{{\"prepares\":{}}}", prepares.load(Ordering::Relaxed));
         return Response::new(Full::new(Bytes::from(body)));
@@ -102,7 +128,10 @@ async fn answer(request: Request<hyper::body::Incoming>, prepares: &AtomicU64, f
     }
     prepares.fetch_add(1, Ordering::Relaxed);
     let mut response = Response::new(Full::new(fulfill));
-    response.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/octet-stream"));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
     response
 }
 

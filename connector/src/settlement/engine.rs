@@ -1,0 +1,145 @@
+//! Our side of an RFC 38 settlement engine's API, as far as the connector calls it: a
+//! `peer.settle` message from a peer goes to `POST {engine_url}/accounts/{id}/messages`, and
+//! the engine's reply body comes back as the Fulfill data.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::CONTENT_TYPE;
+use hyper::{Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::http::OCTET_STREAM;
+use crate::packet::MAX_DATA_BYTES;
+
+/// Longest we wait for an engine's reply, whatever the Prepare's expiry: the JS framework
+/// for RFC 38 engines waits 10 s for a message reply, so a longer wait helps nobody.
+pub const ENGINE_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest engine reply we accept: it becomes Fulfill data, which RFC 27 caps.
+pub const MAX_ENGINE_REPLY_BYTES: usize = MAX_DATA_BYTES;
+/// Time allowed to open a TCP connection to an engine.
+pub const ENGINE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why an engine gave no usable reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The engine URL and account id do not make a URL.
+    #[error("engine URL {0:?} is not usable")]
+    BadUrl(String),
+    /// No connection, or it broke before a reply.
+    #[error("engine unreachable: {0}")]
+    Unreachable(String),
+    /// No complete reply within the time allowed.
+    #[error("engine did not answer within {0:?}")]
+    Timeout(Duration),
+    /// A reply other than 2xx.
+    #[error("engine answered HTTP {0}")]
+    Status(StatusCode),
+    /// A 2xx reply over [`MAX_ENGINE_REPLY_BYTES`].
+    #[error("engine reply is over {MAX_ENGINE_REPLY_BYTES} bytes, too long for a Fulfill")]
+    TooLarge,
+}
+
+/// Sends a peer's settlement message to our engine and returns its reply.
+pub trait SettlementEngine: Send + Sync + 'static {
+    /// POSTs `message` to `{engine_url}/accounts/{account_id}/messages` and returns the body
+    /// of a 2xx reply; gives up after `timeout`.
+    fn send_message(
+        &self,
+        engine_url: &str,
+        account_id: i64,
+        message: Bytes,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Bytes, EngineError>> + Send;
+}
+
+/// [`SettlementEngine`] over HTTP/1.1 with a keep-alive pool.
+#[derive(Debug, Clone)]
+pub struct HttpEngineClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpEngineClient {
+    /// A client with its own connection pool.
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(ENGINE_CONNECT_TIMEOUT));
+        HttpEngineClient {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
+impl Default for HttpEngineClient {
+    fn default() -> Self {
+        HttpEngineClient::new()
+    }
+}
+
+/// `{engine_url}/accounts/{account_id}/messages`.
+pub fn messages_url(engine_url: &str, account_id: i64) -> String {
+    format!(
+        "{}/accounts/{account_id}/messages",
+        engine_url.trim_end_matches('/')
+    )
+}
+
+impl SettlementEngine for HttpEngineClient {
+    async fn send_message(
+        &self,
+        engine_url: &str,
+        account_id: i64,
+        message: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, EngineError> {
+        let url = messages_url(engine_url, account_id);
+        let request = Request::post(url.as_str())
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .body(Full::new(message))
+            .map_err(|_| EngineError::BadUrl(engine_url.to_owned()))?;
+        let call = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|err| EngineError::Unreachable(with_causes(&err)))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(EngineError::Status(status));
+            }
+            match Limited::new(response.into_body(), MAX_ENGINE_REPLY_BYTES)
+                .collect()
+                .await
+            {
+                Ok(body) => Ok(body.to_bytes()),
+                Err(err)
+                    if err
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some() =>
+                {
+                    Err(EngineError::TooLarge)
+                }
+                Err(err) => Err(EngineError::Unreachable(err.to_string())),
+            }
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| EngineError::Timeout(timeout))?
+    }
+}
+
+/// hyper's client error says "client error (Connect)"; the cause says "Connection refused".
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

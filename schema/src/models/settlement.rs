@@ -1,0 +1,682 @@
+//! `settlements` (outgoing), `incoming_settlements`, `settlement_leftovers` and
+//! `ledger_accounts`: the SQL that moves balances for settlement.
+//!
+//! Sign: settlements we pay lower the balance (journal `settlement_sent`), a definite failure
+//! gives it back (`settlement_refunded`), settlements we receive raise it
+//! (`settlement_received`). Every balance change here is one transaction with its journal
+//! row, so `balance = sum(journal)` holds whatever is killed when.
+//!
+//! Outgoing, crash-safe: [`start_settlement`] lowers the balance and commits a `pending` row
+//! whose id is the idempotency key *before* any ledger is called; the caller then calls the
+//! ledger with that key (as often as it takes) and records the outcome with
+//! [`confirm_settlement`], [`postpone_settlement`] or [`refund_settlement`].
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Int4, Int8, Nullable, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::DbError;
+use crate::models::account::Account;
+use crate::schema::{accounts, ledger_accounts, settlements};
+
+/// Most decimal digits of an incoming amount (`incoming_settlements.amount` is NUMERIC(40, 0)).
+pub const MAX_AMOUNT_DIGITS: usize = 40;
+/// Longest idempotency key, in characters (the `incoming_settlements` CHECK).
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+/// Most characters of an error kept in `settlements.last_error`.
+pub const MAX_ERROR_CHARS: usize = 1_000;
+
+/// An outgoing `settlements` row.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = settlements, check_for_backend(diesel::pg::Pg))]
+pub struct Settlement {
+    /// The idempotency key, committed before the ledger is called and reused on every retry.
+    pub id: Uuid,
+    /// The account paid.
+    pub account_id: i64,
+    /// The ledger that pays it.
+    pub ledger: String,
+    /// Base units paid (what the balance was lowered by).
+    pub amount: i64,
+    /// `pending`, `confirmed` or `failed`.
+    pub state: String,
+    /// Ledger calls that ended without a definite answer.
+    pub attempts: i32,
+    /// When a pending settlement is next tried.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last error from the ledger.
+    pub last_error: Option<String>,
+    /// When the balance was lowered.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Order of settlements (across accounts; per account it orders cumulative claims).
+    pub seq: i64,
+}
+
+#[derive(QueryableByName)]
+struct AccountId {
+    #[diesel(sql_type = Int8)]
+    account_id: i64,
+}
+
+/// Up to `limit` live accounts settled through `ledger` whose balance has reached their
+/// settle threshold and that have no pending settlement on it, by id. An account with a
+/// threshold but another ledger (or none) is never listed.
+///
+/// One settlement in flight per account: a payment channel's claims must go out in order,
+/// and an unreachable ledger should not pile up rows; the balance keeps what is owed meanwhile.
+pub async fn list_accounts_to_settle(
+    conn: &mut AsyncPgConnection,
+    ledger: &str,
+    limit: i64,
+) -> Result<Vec<i64>, DbError> {
+    let rows: Vec<AccountId> = diesel::sql_query(
+        "SELECT a.id AS account_id FROM accounts a JOIN balances b ON b.account_id = a.id \
+         WHERE a.ledger = $1 AND a.deleted_at IS NULL AND a.settle_threshold IS NOT NULL \
+           AND b.balance >= a.settle_threshold AND b.balance > a.settle_to \
+           AND NOT EXISTS (SELECT 1 FROM settlements s \
+                           WHERE s.account_id = a.id AND s.ledger = $1 AND s.state = 'pending') \
+         ORDER BY a.id LIMIT $2",
+    )
+    .bind::<Text, _>(ledger)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.account_id).collect())
+}
+
+#[derive(QueryableByName)]
+struct ToSettle {
+    #[diesel(sql_type = Nullable<Int8>)]
+    settle_threshold: Option<i64>,
+    #[diesel(sql_type = Int8)]
+    settle_to: i64,
+    #[diesel(sql_type = Int8)]
+    balance: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pending: bool,
+}
+
+/// The live account `account_id`; `None` when it does not exist or was removed.
+pub async fn find_live_account(
+    conn: &mut AsyncPgConnection,
+    account_id: i64,
+) -> Result<Option<Account>, DbError> {
+    Ok(accounts::table
+        .find(account_id)
+        .filter(accounts::deleted_at.is_null())
+        .select(Account::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// In one transaction, with the balance row locked: when `account_id` (live, settled through
+/// `ledger`, no settlement pending there) has reached its threshold, lowers its balance to
+/// `settle_to`, journals it (`settlement_sent`, reference = the settlement id) and inserts a
+/// `pending` settlement of the difference under a fresh UUID. `None` when there is nothing
+/// to settle (anymore).
+pub async fn start_settlement(
+    conn: &mut AsyncPgConnection,
+    account_id: i64,
+    ledger: &str,
+) -> Result<Option<Settlement>, DbError> {
+    conn.transaction::<_, DbError, _>(async |conn| {
+        let row: Option<ToSettle> = diesel::sql_query(
+            "SELECT a.settle_threshold, a.settle_to, b.balance, \
+                    EXISTS (SELECT 1 FROM settlements s WHERE s.account_id = a.id \
+                            AND s.ledger = $2 AND s.state = 'pending') AS pending \
+             FROM accounts a JOIN balances b ON b.account_id = a.id \
+             WHERE a.id = $1 AND a.ledger = $2 AND a.deleted_at IS NULL \
+             FOR UPDATE OF b",
+        )
+        .bind::<Int8, _>(account_id)
+        .bind::<Text, _>(ledger)
+        .get_result(conn)
+        .await
+        .optional()?;
+        let Some(row) = row else { return Ok(None) };
+        let Some(threshold) = row.settle_threshold else {
+            return Ok(None);
+        };
+        if row.pending || row.balance < threshold {
+            return Ok(None);
+        }
+        let amount = match row.balance.checked_sub(row.settle_to) {
+            Some(amount) if amount > 0 => amount,
+            _ => return Ok(None),
+        };
+        let id = Uuid::new_v4();
+        diesel::sql_query(
+            "UPDATE balances SET balance = balance - $2, updated_at = now() WHERE account_id = $1",
+        )
+        .bind::<Int8, _>(account_id)
+        .bind::<Int8, _>(amount)
+        .execute(conn)
+        .await?;
+        journal(
+            conn,
+            account_id,
+            -amount,
+            "settlement_sent",
+            &id.to_string(),
+        )
+        .await?;
+        let settlement = diesel::insert_into(settlements::table)
+            .values((
+                settlements::id.eq(id),
+                settlements::account_id.eq(account_id),
+                settlements::ledger.eq(ledger),
+                settlements::amount.eq(amount),
+            ))
+            .returning(Settlement::as_returning())
+            .get_result(conn)
+            .await?;
+        Ok(Some(settlement))
+    })
+    .await
+}
+
+/// Up to `limit` pending settlements of `ledger` due for another attempt, in `seq` order.
+pub async fn list_due_settlements(
+    conn: &mut AsyncPgConnection,
+    ledger: &str,
+    limit: i64,
+) -> Result<Vec<Settlement>, DbError> {
+    Ok(settlements::table
+        .filter(settlements::ledger.eq(ledger))
+        .filter(settlements::state.eq("pending"))
+        .filter(settlements::next_attempt_at.le(diesel::dsl::now))
+        .order(settlements::seq)
+        .limit(limit)
+        .select(Settlement::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// One settlement; [`DbError::NotFound`] when there is none.
+pub async fn find_settlement(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<Settlement, DbError> {
+    Ok(settlements::table
+        .find(id)
+        .select(Settlement::as_select())
+        .first(conn)
+        .await?)
+}
+
+/// The account a settlement pays, removed or not (it may have been removed once its balance
+/// reached zero while the settlement was pending).
+pub async fn find_settlement_account(
+    conn: &mut AsyncPgConnection,
+    settlement: &Settlement,
+) -> Result<Account, DbError> {
+    Ok(accounts::table
+        .find(settlement.account_id)
+        .select(Account::as_select())
+        .first(conn)
+        .await?)
+}
+
+/// Marks a pending settlement `confirmed`; `false` when it was not pending (another run
+/// decided first).
+pub async fn confirm_settlement(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbError> {
+    let updated = diesel::update(
+        settlements::table
+            .find(id)
+            .filter(settlements::state.eq("pending")),
+    )
+    .set((
+        settlements::state.eq("confirmed"),
+        settlements::updated_at.eq(diesel::dsl::now),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(updated == 1)
+}
+
+/// Records an attempt without a definite answer: the settlement stays `pending`,
+/// `attempts + 1`, next tried `wait` from now (database clock); `false` when it was not pending.
+pub async fn postpone_settlement(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    wait: Duration,
+    error: &str,
+) -> Result<bool, DbError> {
+    let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    let updated = diesel::sql_query(
+        "UPDATE settlements SET attempts = attempts + 1, \
+             next_attempt_at = now() + $2 * interval '1 millisecond', \
+             last_error = $3, updated_at = now() \
+         WHERE id = $1 AND state = 'pending'",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .bind::<Int8, _>(wait_ms)
+    .bind::<Text, _>(truncate(error))
+    .execute(conn)
+    .await?;
+    Ok(updated == 1)
+}
+
+/// After a definite rejection by the ledger, in one transaction: gives the amount back to the
+/// balance (journal `settlement_refunded`, reference = the settlement id) and marks the
+/// settlement `failed`; `false` (nothing changed) when it was not pending.
+pub async fn refund_settlement(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    reason: &str,
+) -> Result<bool, DbError> {
+    let reason = truncate(reason);
+    conn.transaction::<_, DbError, _>(async |conn| {
+        let settlement: Option<Settlement> = settlements::table
+            .find(id)
+            .filter(settlements::state.eq("pending"))
+            .select(Settlement::as_select())
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?;
+        let Some(settlement) = settlement else {
+            return Ok(false);
+        };
+        diesel::sql_query(
+            "UPDATE balances SET balance = balance + $2, updated_at = now() WHERE account_id = $1",
+        )
+        .bind::<Int8, _>(settlement.account_id)
+        .bind::<Int8, _>(settlement.amount)
+        .execute(conn)
+        .await?;
+        journal(
+            conn,
+            settlement.account_id,
+            settlement.amount,
+            "settlement_refunded",
+            &id.to_string(),
+        )
+        .await?;
+        diesel::update(settlements::table.find(id))
+            .set((
+                settlements::state.eq("failed"),
+                settlements::attempts.eq(settlements::attempts + 1),
+                settlements::last_error.eq(Some(reason.as_str())),
+                settlements::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(true)
+    })
+    .await
+}
+
+#[derive(QueryableByName)]
+struct Total {
+    #[diesel(sql_type = Int8)]
+    total: i64,
+}
+
+/// What a cumulative claim for `settlement` says: the sum of the amounts of its account's
+/// non-failed settlements on its ledger up to and including its `seq`. Deterministic, so a
+/// retry resends the very same claim.
+pub async fn cumulative_settled(
+    conn: &mut AsyncPgConnection,
+    settlement: &Settlement,
+) -> Result<i64, DbError> {
+    let row: Total = diesel::sql_query(
+        "SELECT coalesce(sum(amount), 0)::int8 AS total FROM settlements \
+         WHERE account_id = $1 AND ledger = $2 AND seq <= $3 AND state <> 'failed'",
+    )
+    .bind::<Int8, _>(settlement.account_id)
+    .bind::<Text, _>(&settlement.ledger)
+    .bind::<Int8, _>(settlement.seq)
+    .get_result(conn)
+    .await?;
+    Ok(row.total)
+}
+
+/// Whether `ledger`'s settlement engine already has `account_id` (see [`record_ledger_account`]).
+pub async fn ledger_account_exists(
+    conn: &mut AsyncPgConnection,
+    ledger: &str,
+    account_id: i64,
+) -> Result<bool, DbError> {
+    Ok(diesel::select(diesel::dsl::exists(
+        ledger_accounts::table
+            .filter(ledger_accounts::ledger.eq(ledger))
+            .filter(ledger_accounts::account_id.eq(account_id)),
+    ))
+    .get_result(conn)
+    .await?)
+}
+
+/// Records that `ledger`'s settlement engine has `account_id`; idempotent.
+pub async fn record_ledger_account(
+    conn: &mut AsyncPgConnection,
+    ledger: &str,
+    account_id: i64,
+) -> Result<(), DbError> {
+    diesel::insert_into(ledger_accounts::table)
+        .values((
+            ledger_accounts::ledger.eq(ledger),
+            ledger_accounts::account_id.eq(account_id),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn journal(
+    conn: &mut AsyncPgConnection,
+    account_id: i64,
+    amount: i64,
+    kind: &str,
+    reference: &str,
+) -> Result<(), DbError> {
+    diesel::sql_query(
+        "INSERT INTO balance_journal (account_id, amount, kind, reference) VALUES ($1, $2, $3, $4)",
+    )
+    .bind::<Int8, _>(account_id)
+    .bind::<Int8, _>(amount)
+    .bind::<Text, _>(kind)
+    .bind::<Text, _>(reference)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(MAX_ERROR_CHARS).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Incoming settlements
+
+/// What [`credit_incoming_settlement`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingCredit {
+    /// Account base units credited by this call (0 on a replay, and 0 when the amount only
+    /// added to the leftovers).
+    pub credited: i64,
+    /// The RFC 38 `Quantity` answered for this key, stored and replayed: the amount this
+    /// request accepted, at its own scale (all of it: what was credited now plus what went to
+    /// the leftovers, which the node keeps and credits later). Acknowledging less would make
+    /// engines such as `ilp-settlement-core` send the leftovers again.
+    pub response: serde_json::Value,
+    /// Whether the key was seen before (nothing credited now).
+    pub replayed: bool,
+}
+
+/// Why an incoming settlement was not credited. Nothing changed in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum CreditError {
+    /// Not a non-negative decimal integer of at most [`MAX_AMOUNT_DIGITS`] digits, or the
+    /// credit does not fit the balance (64 bits) after conversion.
+    #[error("invalid amount: {0}")]
+    InvalidAmount(String),
+    /// No live account has this id.
+    #[error("unknown account")]
+    UnknownAccount,
+    /// The database failed (a bad idempotency key is [`DbError::Refused`]).
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for CreditError {
+    fn from(err: diesel::result::Error) -> Self {
+        CreditError::Db(err.into())
+    }
+}
+
+#[derive(QueryableByName)]
+struct CreditTarget {
+    #[diesel(sql_type = diesel::sql_types::Int2)]
+    asset_scale: i16,
+    #[diesel(sql_type = Int8)]
+    balance: i64,
+}
+
+#[derive(QueryableByName)]
+struct Replay {
+    #[diesel(sql_type = Text)]
+    response: String,
+}
+
+#[derive(QueryableByName)]
+struct Leftover {
+    #[diesel(sql_type = Text)]
+    amount: String,
+    #[diesel(sql_type = diesel::sql_types::Int2)]
+    scale: i16,
+}
+
+#[derive(QueryableByName)]
+struct Converted {
+    #[diesel(sql_type = Text)]
+    credit: String,
+    #[diesel(sql_type = Text)]
+    leftover: String,
+    #[diesel(sql_type = Int4)]
+    leftover_scale: i32,
+}
+
+/// Credits an incoming settlement exactly once per (account, idempotency_key).
+///
+/// `amount` is a non-negative decimal integer string in units of 10^-`scale`; it is
+/// converted to the account's scale with the account's leftovers added, the whole base units
+/// are credited (balance and journal `settlement_received`, reference = the key) and the rest
+/// is kept in `settlement_leftovers`, never rounded away: at account scale 2, 12345 at scale 4
+/// credits 123 and keeps 45 at scale 4; a later 55 at scale 4 then credits 1. The arithmetic
+/// is PostgreSQL NUMERIC (exact, any scale). One transaction with the balance row locked, so
+/// concurrent calls with one key credit once. For a key seen before, returns the stored
+/// response and credits nothing.
+pub async fn credit_incoming_settlement(
+    conn: &mut AsyncPgConnection,
+    account_id: i64,
+    idempotency_key: &str,
+    amount: &str,
+    scale: u8,
+) -> Result<IncomingCredit, CreditError> {
+    let key_chars = idempotency_key.chars().count();
+    if key_chars == 0 || key_chars > MAX_IDEMPOTENCY_KEY_CHARS {
+        return Err(CreditError::Db(DbError::Refused(format!(
+            "an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+        ))));
+    }
+    let amount = parse_amount(amount)?;
+    conn.transaction::<_, CreditError, _>(async |conn| {
+        let target: Option<CreditTarget> = diesel::sql_query(
+            "SELECT a.asset_scale, b.balance FROM accounts a JOIN balances b ON b.account_id = a.id \
+             WHERE a.id = $1 AND a.deleted_at IS NULL FOR UPDATE OF b",
+        )
+        .bind::<Int8, _>(account_id)
+        .get_result(conn)
+        .await
+        .optional()?;
+        let Some(target) = target else {
+            return Err(CreditError::UnknownAccount);
+        };
+        // Under the balance lock: a concurrent call with this key has committed or not started.
+        let replay: Option<Replay> = diesel::sql_query(
+            "SELECT coalesce(response::text, 'null') AS response FROM incoming_settlements \
+             WHERE account_id = $1 AND idempotency_key = $2",
+        )
+        .bind::<Int8, _>(account_id)
+        .bind::<Text, _>(idempotency_key)
+        .get_result(conn)
+        .await
+        .optional()?;
+        if let Some(replay) = replay {
+            let response = serde_json::from_str(&replay.response)
+                .unwrap_or(serde_json::Value::String(replay.response));
+            return Ok(IncomingCredit {
+                credited: 0,
+                response,
+                replayed: true,
+            });
+        }
+
+        let leftover: Option<Leftover> = diesel::sql_query(
+            "SELECT amount::text AS amount, scale FROM settlement_leftovers WHERE account_id = $1",
+        )
+        .bind::<Int8, _>(account_id)
+        .get_result(conn)
+        .await
+        .optional()?;
+        let (leftover_amount, leftover_scale) = match &leftover {
+            Some(row) => (row.amount.as_str(), i32::from(row.scale)),
+            None => ("0", i32::from(scale)),
+        };
+        // total at scale t = max(scale, leftover scale); then whole account units and the rest.
+        let converted: Converted = diesel::sql_query(
+            "SELECT trunc(CASE WHEN t >= a THEN div(total, power(10::numeric, t - a)) \
+                               ELSE total * power(10::numeric, a - t) END)::text AS credit, \
+                    trunc(CASE WHEN t >= a THEN mod(total, power(10::numeric, t - a)) \
+                               ELSE 0 END)::text AS leftover, \
+                    t AS leftover_scale \
+             FROM (SELECT $1::numeric * power(10::numeric, t - $2) \
+                          + $3::numeric * power(10::numeric, t - $4) AS total, t, $5 AS a \
+                   FROM (SELECT greatest($2, $4) AS t) s) v",
+        )
+        .bind::<Text, _>(&amount)
+        .bind::<Int4, _>(i32::from(scale))
+        .bind::<Text, _>(leftover_amount)
+        .bind::<Int4, _>(leftover_scale)
+        .bind::<Int4, _>(i32::from(target.asset_scale))
+        .get_result(conn)
+        .await?;
+        let credit: i64 = converted.credit.parse().map_err(|_| {
+            CreditError::InvalidAmount(format!(
+                "{amount} at scale {scale} is {} base units, more than a balance holds",
+                converted.credit
+            ))
+        })?;
+        let new_balance = target.balance.checked_add(credit).ok_or_else(|| {
+            CreditError::InvalidAmount(format!(
+                "crediting {credit} would overflow the balance"
+            ))
+        })?;
+        let (rest, rest_scale) = normalize_leftover(
+            &converted.leftover,
+            converted.leftover_scale,
+            i32::from(target.asset_scale),
+        );
+        if rest.len() > MAX_AMOUNT_DIGITS {
+            return Err(CreditError::InvalidAmount(format!(
+                "scale {scale} is too fine: the leftover would exceed {MAX_AMOUNT_DIGITS} digits"
+            )));
+        }
+
+        if credit > 0 {
+            diesel::sql_query(
+                "UPDATE balances SET balance = $2, updated_at = now() WHERE account_id = $1",
+            )
+            .bind::<Int8, _>(account_id)
+            .bind::<Int8, _>(new_balance)
+            .execute(conn)
+            .await?;
+            journal(conn, account_id, credit, "settlement_received", idempotency_key).await?;
+        }
+        if rest == "0" {
+            diesel::sql_query("DELETE FROM settlement_leftovers WHERE account_id = $1")
+                .bind::<Int8, _>(account_id)
+                .execute(conn)
+                .await?;
+        } else {
+            diesel::sql_query(
+                "INSERT INTO settlement_leftovers (account_id, amount, scale) VALUES ($1, $2::numeric, $3) \
+                 ON CONFLICT (account_id) DO UPDATE SET amount = excluded.amount, scale = excluded.scale",
+            )
+            .bind::<Int8, _>(account_id)
+            .bind::<Text, _>(&rest)
+            .bind::<diesel::sql_types::Int2, _>(i16::try_from(rest_scale).unwrap_or(i16::MAX))
+            .execute(conn)
+            .await?;
+        }
+        let response = serde_json::json!({ "amount": amount, "scale": scale });
+        diesel::sql_query(
+            "INSERT INTO incoming_settlements (account_id, idempotency_key, amount, scale, credited, response) \
+             VALUES ($1, $2, $3::numeric, $4, $5, $6::jsonb)",
+        )
+        .bind::<Int8, _>(account_id)
+        .bind::<Text, _>(idempotency_key)
+        .bind::<Text, _>(&amount)
+        .bind::<diesel::sql_types::Int2, _>(i16::from(scale))
+        .bind::<Int8, _>(credit)
+        .bind::<Text, _>(response.to_string())
+        .execute(conn)
+        .await?;
+        Ok(IncomingCredit {
+            credited: credit,
+            response,
+            replayed: false,
+        })
+    })
+    .await
+}
+
+/// `amount` as a canonical decimal integer (no sign, no leading zeros), or why it is not one.
+fn parse_amount(amount: &str) -> Result<String, CreditError> {
+    if amount.is_empty() || !amount.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CreditError::InvalidAmount(format!(
+            "{:?} is not a non-negative decimal integer",
+            amount.chars().take(64).collect::<String>()
+        )));
+    }
+    let trimmed = amount.trim_start_matches('0');
+    let canonical = if trimmed.is_empty() { "0" } else { trimmed };
+    if canonical.len() > MAX_AMOUNT_DIGITS {
+        return Err(CreditError::InvalidAmount(format!(
+            "more than {MAX_AMOUNT_DIGITS} digits"
+        )));
+    }
+    Ok(canonical.to_owned())
+}
+
+/// Drops trailing zeros of a leftover while its scale is finer than the account's (45000 at
+/// scale 7 is 45 at scale 4): the same value, fewer digits.
+fn normalize_leftover(amount: &str, scale: i32, account_scale: i32) -> (String, i32) {
+    let mut amount = amount.to_owned();
+    let mut scale = scale;
+    if amount.is_empty() || amount.bytes().all(|b| b == b'0') {
+        return ("0".to_owned(), account_scale);
+    }
+    while scale > account_scale && amount.ends_with('0') {
+        amount.pop();
+        scale -= 1;
+    }
+    (amount, scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves only canonical non-negative decimal integers of at most 40 digits pass.
+    #[test]
+    fn amounts_are_parsed_strictly() {
+        assert_eq!(parse_amount("00123").unwrap(), "123");
+        assert_eq!(parse_amount("0").unwrap(), "0");
+        assert_eq!(parse_amount("000").unwrap(), "0");
+        for bad in ["", "-1", "+1", "1.5", "1e3", " 1", "12a", "１"] {
+            assert!(parse_amount(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_amount(&"9".repeat(MAX_AMOUNT_DIGITS)).is_ok());
+        assert!(parse_amount(&"9".repeat(MAX_AMOUNT_DIGITS + 1)).is_err());
+    }
+
+    // Proves leftovers shrink to their shortest form without changing value.
+    #[test]
+    fn leftovers_normalize() {
+        assert_eq!(normalize_leftover("45000", 7, 2), ("45".to_owned(), 4));
+        assert_eq!(normalize_leftover("450", 4, 2), ("45".to_owned(), 3));
+        assert_eq!(normalize_leftover("451", 4, 2), ("451".to_owned(), 4));
+        assert_eq!(normalize_leftover("0", 9, 2), ("0".to_owned(), 2));
+        assert_eq!(normalize_leftover("10", 3, 2), ("1".to_owned(), 2));
+    }
+}

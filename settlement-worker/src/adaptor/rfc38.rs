@@ -1,0 +1,288 @@
+//! `rfc38`: pays through an external RFC 38 settlement engine over HTTP.
+//!
+//! Options: `engine_url` (required, `http://host:port[/prefix]`), `engine_token` (optional,
+//! a secret: set it with `ILP_WORKER_LEDGERS__<NAME>__ENGINE_TOKEN`; sent as a bearer token),
+//! `call_timeout_ms` (optional, default [`DEFAULT_CALL_TIMEOUT`]).
+//!
+//! Before an account's first settlement: `POST {engine}/accounts` with `{"id":"<account id>"}`
+//! (200, 201 and 409 all mean the engine has it; remembered in `ledger_accounts`). Then
+//! `POST {engine}/accounts/{id}/settlements` with `Idempotency-Key: <settlement uuid>` and the
+//! RFC 38 `Quantity` `{"amount":"<decimal>","scale":<account scale>}`. 2xx pays; 408, 409,
+//! 425, 429, 5xx, connection errors and timeouts are transient (retried with the same key,
+//! as RFC 38 requires); any other 4xx is a definite rejection.
+//!
+//! [`DEFAULT_CALL_TIMEOUT`]: super::DEFAULT_CALL_TIMEOUT
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Request, StatusCode, Uri};
+use schema::DbPool;
+use schema::models::Account;
+use schema::models::settlement::{Settlement, ledger_account_exists, record_ledger_account};
+use serde_json::{Map, Value};
+
+use super::{
+    AdaptorError, HttpClient, OptionsError, call_timeout, check_known_keys, http_client, quote,
+    read_body, string_option,
+};
+
+/// The options an `rfc38` ledger takes.
+pub const OPTIONS: &[&str] = &["engine_url", "engine_token", "call_timeout_ms"];
+
+/// A client of one RFC 38 settlement engine.
+#[derive(Clone)]
+pub struct Rfc38Adaptor {
+    ledger: String,
+    /// `engine_url` without a trailing `/`.
+    engine_url: String,
+    /// `Bearer <engine_token>`, when set.
+    authorization: Option<String>,
+    timeout: Duration,
+    client: HttpClient,
+}
+
+impl std::fmt::Debug for Rfc38Adaptor {
+    // The token is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rfc38Adaptor")
+            .field("ledger", &self.ledger)
+            .field("engine_url", &self.engine_url)
+            .field(
+                "engine_token",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Rfc38Adaptor {
+    /// Validates `options` (see the module docs).
+    pub fn from_options(ledger: &str, options: &Map<String, Value>) -> Result<Self, OptionsError> {
+        check_known_keys(options, OPTIONS)?;
+        let Some(engine_url) = string_option(options, "engine_url")? else {
+            return Err(OptionsError(
+                "options.engine_url: required for an rfc38 ledger".to_owned(),
+            ));
+        };
+        let engine_url = engine_url.trim_end_matches('/').to_owned();
+        let uri: Uri = engine_url
+            .parse()
+            .map_err(|err| OptionsError(format!("options.engine_url: {err}")))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(OptionsError(
+                "options.engine_url: must be http://host:port[/path] (plain HTTP; put TLS in a proxy)"
+                    .to_owned(),
+            ));
+        }
+        let authorization = match string_option(options, "engine_token")? {
+            Some(token) if token.is_empty() => {
+                return Err(OptionsError("options.engine_token: is empty".to_owned()));
+            }
+            Some(token) => Some(format!("Bearer {token}")),
+            None => None,
+        };
+        Ok(Rfc38Adaptor {
+            ledger: ledger.to_owned(),
+            engine_url,
+            authorization,
+            timeout: call_timeout(options)?,
+            client: http_client(),
+        })
+    }
+
+    /// The engine's base URL (published in `ledgers.options.engine_url`).
+    pub fn engine_url(&self) -> &str {
+        &self.engine_url
+    }
+
+    /// Creates the account on the engine once, then asks it to settle.
+    pub async fn settle(
+        &self,
+        pool: &DbPool,
+        account: &Account,
+        settlement: &Settlement,
+    ) -> Result<(), AdaptorError> {
+        self.ensure_engine_account(pool, account.id).await?;
+        let scale = u8::try_from(account.asset_scale).map_err(|_| {
+            AdaptorError::Rejected(format!(
+                "asset scale {} is not 0..=255",
+                account.asset_scale
+            ))
+        })?;
+        let body = serde_json::json!({
+            "amount": settlement.amount.to_string(),
+            "scale": scale,
+        });
+        let path = format!("/accounts/{}/settlements", account.id);
+        let key = settlement.id.to_string();
+        let (status, answer) = self.post(&path, Some(&key), body).await?;
+        classify(status, &answer)
+    }
+
+    async fn ensure_engine_account(
+        &self,
+        pool: &DbPool,
+        account_id: i64,
+    ) -> Result<(), AdaptorError> {
+        let db = |err: schema::DbError| AdaptorError::Transient(format!("database: {err}"));
+        let known = {
+            let mut conn = pool.get().await.map_err(|err| db(err.into()))?;
+            ledger_account_exists(&mut conn, &self.ledger, account_id)
+                .await
+                .map_err(db)?
+        };
+        if known {
+            return Ok(());
+        }
+        let body = serde_json::json!({ "id": account_id.to_string() });
+        let (status, answer) = self.post("/accounts", None, body).await?;
+        if status != StatusCode::CONFLICT {
+            classify(status, &answer)
+                .map_err(|err| prefix(err, "creating the account on the engine"))?;
+        }
+        let mut conn = pool.get().await.map_err(|err| db(err.into()))?;
+        record_ledger_account(&mut conn, &self.ledger, account_id)
+            .await
+            .map_err(db)
+    }
+
+    /// POSTs JSON to `{engine}{path}` within the call timeout; the status and body.
+    async fn post(
+        &self,
+        path: &str,
+        idempotency_key: Option<&str>,
+        body: Value,
+    ) -> Result<(StatusCode, Bytes), AdaptorError> {
+        let url = format!("{}{path}", self.engine_url);
+        let mut request = Request::post(&url).header(CONTENT_TYPE, "application/json");
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|err| {
+                AdaptorError::Rejected(format!("cannot build a request to {url}: {err}"))
+            })?;
+        let call = async {
+            let response =
+                self.client.request(request).await.map_err(|err| {
+                    AdaptorError::Transient(format!("{url}: {}", with_causes(&err)))
+                })?;
+            let status = response.status();
+            let answer = read_body(response.into_body())
+                .await
+                .map_err(|err| AdaptorError::Transient(format!("{url}: {err}")))?;
+            Ok((status, answer))
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(AdaptorError::Transient(format!(
+                "{url}: no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+/// RFC 38 status rules: 2xx pays; 408, 409, 425, 429 and 5xx are worth retrying with the same
+/// key; other 4xx are definite.
+fn classify(status: StatusCode, answer: &[u8]) -> Result<(), AdaptorError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let message = format!("engine answered HTTP {status}: {}", quote(answer));
+    let retryable = matches!(status.as_u16(), 408 | 409 | 425 | 429);
+    if status.is_client_error() && !retryable {
+        Err(AdaptorError::Rejected(message))
+    } else {
+        Err(AdaptorError::Transient(message))
+    }
+}
+
+fn prefix(err: AdaptorError, context: &str) -> AdaptorError {
+    match err {
+        AdaptorError::Transient(message) => {
+            AdaptorError::Transient(format!("{context}: {message}"))
+        }
+        AdaptorError::Rejected(message) => AdaptorError::Rejected(format!("{context}: {message}")),
+    }
+}
+
+/// hyper puts the useful part ("Connection refused") in a source.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(pairs: &[(&str, &str)]) -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+            .collect()
+    }
+
+    // Proves the status rules: 2xx pays, retryable statuses and 5xx are transient, other 4xx definite.
+    #[test]
+    fn statuses_are_classified() {
+        for ok in [200, 201, 204] {
+            assert_eq!(classify(StatusCode::from_u16(ok).unwrap(), b""), Ok(()));
+        }
+        for transient in [408, 409, 425, 429, 500, 502, 503, 302] {
+            let result = classify(StatusCode::from_u16(transient).unwrap(), b"x");
+            assert!(
+                matches!(result, Err(AdaptorError::Transient(_))),
+                "{transient}"
+            );
+        }
+        for rejected in [400, 401, 403, 404, 422] {
+            let result = classify(StatusCode::from_u16(rejected).unwrap(), b"x");
+            assert!(
+                matches!(result, Err(AdaptorError::Rejected(_))),
+                "{rejected}"
+            );
+        }
+    }
+
+    // Proves engine_url is required and must be plain http; tokens stay out of Debug.
+    #[test]
+    fn options_are_validated() {
+        let err = Rfc38Adaptor::from_options("usd", &Map::new()).unwrap_err();
+        assert!(err.0.contains("engine_url"), "{err}");
+        let err =
+            Rfc38Adaptor::from_options("usd", &options(&[("engine_url", "ftp://x")])).unwrap_err();
+        assert!(err.0.contains("engine_url"), "{err}");
+        let err = Rfc38Adaptor::from_options(
+            "usd",
+            &options(&[("engine_url", "http://e:1"), ("engine_tokn", "x")]),
+        )
+        .unwrap_err();
+        assert!(err.0.contains("engine_tokn"), "{err}");
+        let adaptor = Rfc38Adaptor::from_options(
+            "usd",
+            &options(&[
+                ("engine_url", "http://127.0.0.1:3000/"),
+                ("engine_token", "s3cret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(adaptor.engine_url(), "http://127.0.0.1:3000");
+        assert!(!format!("{adaptor:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,280 @@
+//! One poll of one ledger: retry the pending settlements that are due, start and pay new
+//! ones for the accounts over their threshold, and (on a `claims` ledger) verify and credit
+//! the claims peers sent.
+//!
+//! Crash safety comes from the order of steps, each its own transaction:
+//! 1. `start_settlement` lowers the balance, journals it and commits a `pending` row whose
+//!    UUID is the idempotency key;
+//! 2. the adaptor is called with that key, outside any transaction or row lock;
+//! 3. the outcome is recorded: `confirmed`, `pending` again with a later `next_attempt_at`
+//!    (transient: retried with the same key, without an attempt limit), or refunded and
+//!    `failed` (a definite rejection).
+//!
+//! A process killed between 1 and 3 leaves a `pending` row that is due at once, so the next
+//! poll (by this or another replica) repeats step 2 with the same key; the ledger's
+//! idempotency makes the repeat pay at most once. Every step 3 update is conditional on
+//! `state = 'pending'`, so two runs racing (after a lapsed lease) cannot both decide.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use schema::models::claim::{ClaimOutcome, list_received_claims, process_claim};
+use schema::models::settlement::{
+    Settlement, confirm_settlement, find_live_account, find_settlement_account,
+    list_accounts_to_settle, list_due_settlements, postpone_settlement, refund_settlement,
+    start_settlement,
+};
+use schema::{DbError, DbPool};
+use tracing::Instrument;
+
+use crate::adaptor::claims::verify_claim;
+use crate::adaptor::{Adaptor, AdaptorError};
+
+/// Most settlements attempted (retries and new ones together) in one poll of one ledger:
+/// bounds a poll's length, so it ends within its lease.
+pub const MAX_SETTLEMENTS_PER_POLL: i64 = 100;
+/// Most received claims verified in one poll of one ledger.
+pub const MAX_CLAIMS_PER_POLL: i64 = 1_000;
+/// Wait before the first retry of a settlement without a definite answer; doubles per attempt.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between retries (RFC 38: retry indefinitely, at most an hour apart).
+pub const RETRY_MAX: Duration = Duration::from_secs(60 * 60);
+/// Test-only (outside the `ILP_WORKER_` prefix on purpose, so the config loader ignores it): set `ILP_TEST_WORKER_PAUSE_AFTER` to `pending` (after a settlement's pending
+/// row commits, before the ledger call) or `call` (after the call returns, before its outcome
+/// is recorded) and the worker logs `test pause` and sleeps this long there, so that a test
+/// can SIGKILL it at that exact step. Never set it in production.
+pub const TEST_PAUSE_ENV: &str = "ILP_TEST_WORKER_PAUSE_AFTER";
+/// How long a [`TEST_PAUSE_ENV`] pause lasts.
+pub const TEST_PAUSE: Duration = Duration::from_secs(60);
+
+/// What one poll did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollReport {
+    /// Settlements the ledger confirmed.
+    pub confirmed: u32,
+    /// Settlements without a definite answer, left pending for a retry.
+    pub postponed: u32,
+    /// Settlements the ledger rejected, refunded to the balance.
+    pub refunded: u32,
+    /// New settlements started (balance lowered, pending row written).
+    pub started: u32,
+    /// Received claims credited.
+    pub claims_credited: u32,
+    /// Received claims rejected.
+    pub claims_rejected: u32,
+    /// Whether work was left for the next poll (the per-poll limit or the deadline).
+    pub deferred: bool,
+}
+
+impl PollReport {
+    fn attempted(&self) -> i64 {
+        i64::from(self.confirmed + self.postponed + self.refunded)
+    }
+}
+
+/// Polls `ledger` once through `adaptor`. Starts no ledger call after `deadline` (what is
+/// left waits for the next poll). A database error ends the poll; the settlement in hand
+/// stays `pending` and due, and is retried with its key on the next poll.
+pub async fn poll_ledger(
+    pool: &DbPool,
+    ledger: &str,
+    adaptor: &Adaptor,
+    deadline: Instant,
+) -> Result<PollReport, DbError> {
+    let mut report = PollReport::default();
+
+    // Retries first: they were owed before anything new.
+    let due = {
+        let mut conn = pool.get().await?;
+        list_due_settlements(&mut conn, ledger, MAX_SETTLEMENTS_PER_POLL).await?
+    };
+    for settlement in due {
+        if Instant::now() >= deadline {
+            report.deferred = true;
+            break;
+        }
+        attempt(pool, adaptor, settlement, &mut report).await?;
+    }
+
+    let room = MAX_SETTLEMENTS_PER_POLL - report.attempted();
+    if room > 0 && !report.deferred {
+        let accounts = {
+            let mut conn = pool.get().await?;
+            list_accounts_to_settle(&mut conn, ledger, room).await?
+        };
+        for account_id in accounts {
+            if Instant::now() >= deadline {
+                report.deferred = true;
+                break;
+            }
+            let settlement = {
+                let mut conn = pool.get().await?;
+                let Some(account) = find_live_account(&mut conn, account_id).await? else {
+                    continue;
+                };
+                if let Err(reason) = adaptor.ready_for(&account) {
+                    tracing::warn!(
+                        account.id = account.id,
+                        account.username = %account.username,
+                        %reason,
+                        "over its settle threshold but cannot be settled; balance left as is"
+                    );
+                    continue;
+                }
+                start_settlement(&mut conn, account_id, ledger).await?
+            };
+            let Some(settlement) = settlement else {
+                continue;
+            };
+            report.started += 1;
+            tracing::info!(
+                settlement.id = %settlement.id,
+                account.id = settlement.account_id,
+                settlement.amount = settlement.amount,
+                "settlement started: balance lowered, pending"
+            );
+            test_pause(PausePoint::Pending).await;
+            attempt(pool, adaptor, settlement, &mut report).await?;
+        }
+    } else if room <= 0 {
+        report.deferred = true;
+    }
+
+    if let Adaptor::Claims(_) = adaptor {
+        process_received_claims(pool, ledger, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Calls the ledger for one pending settlement and records the outcome.
+async fn attempt(
+    pool: &DbPool,
+    adaptor: &Adaptor,
+    settlement: Settlement,
+    report: &mut PollReport,
+) -> Result<(), DbError> {
+    let span = tracing::info_span!(
+        "settlement.attempt",
+        settlement.id = %settlement.id,
+        account.id = settlement.account_id,
+        settlement.amount = settlement.amount,
+        settlement.attempt = i64::from(settlement.attempts) + 1,
+    );
+    async {
+        let account = {
+            let mut conn = pool.get().await?;
+            find_settlement_account(&mut conn, &settlement).await?
+        };
+        let outcome = adaptor.settle(pool, &account, &settlement).await;
+        test_pause(PausePoint::Call).await;
+        let mut conn = pool.get().await?;
+        match outcome {
+            Ok(()) => {
+                if confirm_settlement(&mut conn, settlement.id).await? {
+                    report.confirmed += 1;
+                    tracing::info!("settlement confirmed");
+                }
+            }
+            Err(AdaptorError::Transient(error)) => {
+                let wait = retry_wait(settlement.attempts);
+                if postpone_settlement(&mut conn, settlement.id, wait, &error).await? {
+                    report.postponed += 1;
+                    tracing::warn!(%error, retry_in = ?wait, "settlement not confirmed; retrying with the same key");
+                }
+            }
+            Err(AdaptorError::Rejected(error)) => {
+                if refund_settlement(&mut conn, settlement.id, &error).await? {
+                    report.refunded += 1;
+                    tracing::warn!(%error, "settlement rejected; amount refunded to the balance");
+                }
+            }
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Verifies and credits the received claims of `ledger`'s accounts, oldest first.
+async fn process_received_claims(
+    pool: &DbPool,
+    ledger: &str,
+    report: &mut PollReport,
+) -> Result<(), DbError> {
+    let mut conn = pool.get().await?;
+    let claims = list_received_claims(&mut conn, ledger, MAX_CLAIMS_PER_POLL).await?;
+    if i64::try_from(claims.len()).unwrap_or(i64::MAX) >= MAX_CLAIMS_PER_POLL {
+        report.deferred = true;
+    }
+    for claim in claims {
+        match process_claim(&mut conn, claim.id, verify_claim).await? {
+            ClaimOutcome::Credited { delta } => {
+                report.claims_credited += 1;
+                tracing::info!(
+                    claim.id = claim.id,
+                    account.id = claim.account_id,
+                    credited = delta,
+                    "claim credited"
+                );
+            }
+            ClaimOutcome::Rejected(reason) => {
+                report.claims_rejected += 1;
+                tracing::warn!(claim.id = claim.id, account.id = claim.account_id, %reason, "claim rejected");
+            }
+            ClaimOutcome::AlreadyProcessed => {}
+        }
+    }
+    Ok(())
+}
+
+/// Wait before retrying a settlement that has had `attempts` inconclusive attempts:
+/// [`RETRY_FIRST`] doubled per attempt, at most [`RETRY_MAX`], plus up to 10 % jitter so
+/// that settlements failing together do not retry together.
+pub fn retry_wait(attempts: i32) -> Duration {
+    let doublings = u32::try_from(attempts).unwrap_or(0).min(31);
+    let base = RETRY_FIRST
+        .checked_mul(1u32 << doublings)
+        .unwrap_or(RETRY_MAX)
+        .min(RETRY_MAX);
+    let jitter = base.mul_f64(rand::random::<f64>() * 0.1);
+    base + jitter
+}
+
+/// Where a test may ask the worker to stop for a kill (see [`TEST_PAUSE_ENV`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PausePoint {
+    Pending,
+    Call,
+}
+
+async fn test_pause(point: PausePoint) {
+    static CONFIGURED: OnceLock<Option<PausePoint>> = OnceLock::new();
+    let configured = CONFIGURED.get_or_init(|| match std::env::var(TEST_PAUSE_ENV).as_deref() {
+        Ok("pending") => Some(PausePoint::Pending),
+        Ok("call") => Some(PausePoint::Call),
+        _ => None,
+    });
+    if *configured == Some(point) {
+        tracing::warn!(point = ?point, "test pause ({TEST_PAUSE_ENV}); never set in production");
+        tokio::time::sleep(TEST_PAUSE).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves retry waits double from RETRY_FIRST, stay under RETRY_MAX plus jitter, and never overflow.
+    #[test]
+    fn retry_waits_back_off_to_an_hour() {
+        let first = retry_wait(0);
+        assert!(first >= RETRY_FIRST && first <= RETRY_FIRST.mul_f64(1.1));
+        let third = retry_wait(2);
+        assert!(third >= RETRY_FIRST * 4 && third <= (RETRY_FIRST * 4).mul_f64(1.1));
+        for attempts in [12, 40, i32::MAX, -1] {
+            let wait = retry_wait(attempts);
+            assert!(wait <= RETRY_MAX.mul_f64(1.1), "{attempts}: {wait:?}");
+        }
+        assert!(retry_wait(12) >= RETRY_MAX);
+    }
+}
