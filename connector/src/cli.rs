@@ -653,3 +653,73 @@ pub async fn run_balances(conn: &mut AsyncPgConnection, out: Output) -> anyhow::
     }
     Ok(())
 }
+
+/// A row of `dashboard_settlements_in_flight`.
+#[derive(Debug, diesel::QueryableByName)]
+struct InFlight {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    ledger: String,
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    settlements: i64,
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    amount: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    oldest_age: String,
+}
+
+/// `balances --watch`: redraws balances, holds and settlements in flight every `interval`
+/// until Ctrl-C, and keeps trying while the database is away.
+pub async fn watch_balances(
+    config: &schema::PoolConfig,
+    interval: std::time::Duration,
+) -> anyhow::Result<()> {
+    use diesel_async::RunQueryDsl;
+    let mut conn: Option<AsyncPgConnection> = None;
+    loop {
+        // Clear the screen and go home, like watch(1).
+        print!("\x1b[2J\x1b[H");
+        println!(
+            "ilp-connector balances  {}  (every {} s, Ctrl-C to stop)\n",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+            interval.as_secs()
+        );
+        if conn.is_none() {
+            conn = schema::connect(config).await.ok();
+        }
+        let drawn = match conn.as_mut() {
+            None => Err(anyhow::anyhow!("database unavailable; retrying")),
+            Some(c) => {
+                async {
+                    run_balances(c, Output { json: false }).await?;
+                    let pending: Vec<InFlight> = diesel::sql_query(
+                        "SELECT ledger, settlements::int8 AS settlements, amount::int8 AS amount, \
+                     date_trunc('second', oldest_age)::text AS oldest_age \
+                     FROM dashboard_settlements_in_flight WHERE state = 'pending' ORDER BY ledger",
+                    )
+                    .load(c)
+                    .await?;
+                    println!("\nsettlements in flight:");
+                    if pending.is_empty() {
+                        println!("  none");
+                    }
+                    for p in pending {
+                        println!(
+                            "  {:<20} {:>6} pending, {:>20} base units, oldest {}",
+                            p.ledger, p.settlements, p.amount, p.oldest_age
+                        );
+                    }
+                    Ok::<_, anyhow::Error>(())
+                }
+                .await
+            }
+        };
+        if let Err(err) = drawn {
+            println!("\n{err:#}");
+            conn = None;
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}

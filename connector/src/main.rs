@@ -41,8 +41,15 @@ enum Command {
     /// Manage static routes.
     #[command(subcommand)]
     Routes(RoutesCommand),
-    /// Show every account's balance and holds.
-    Balances,
+    /// Show every account's balance and holds (base and whole units).
+    Balances {
+        /// Redraw every --interval seconds until Ctrl-C, with settlements in flight.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws with --watch.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        interval: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -115,9 +122,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut conn = connect(&config).await?;
             cli::run_routes(&mut conn, command, out).await
         }
-        Command::Balances => {
+        Command::Balances { watch: false, .. } => {
             let mut conn = connect(&config).await?;
             cli::run_balances(&mut conn, out).await
+        }
+        Command::Balances {
+            watch: true,
+            interval,
+        } => {
+            let pool_config = config.database.pool_config("ilp-connector-cli")?;
+            cli::watch_balances(&pool_config, std::time::Duration::from_secs(interval)).await
         }
     }
 }

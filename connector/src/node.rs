@@ -164,7 +164,12 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
         node.address = %node,
         "ilp-connector ready"
     );
+    // Type=notify units wait for this; without NOTIFY_SOCKET it does nothing.
+    if let Err(err) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %err, "could not notify systemd");
+    }
     serve_http(listener, state, stop.clone()).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // Every connection is closed: the last handle on the writer goes, and it finishes its queue.
     if writer.await.is_err() {
         tracing::error!("the balance writer panicked");

@@ -4,3 +4,4 @@ mod balances;
 mod constraints;
 mod migrations;
 mod settlement;
+mod views;
