@@ -4,7 +4,6 @@
 //! Metrics are recorded with the `metrics` crate and rendered by
 //! `metrics-exporter-prometheus`; the names are listed in the README ("Metrics").
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,7 +11,6 @@ use bytes::Bytes;
 use diesel_async::RunQueryDsl;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use schema::DbPool;
 use tokio::net::TcpListener;
@@ -54,33 +52,11 @@ pub async fn serve(
     pool: DbPool,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    tracing::warn!(error = %err, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let handle = move |request: Request<hyper::body::Incoming>| {
         let (metrics, pool) = (metrics.clone(), pool.clone());
-        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-            let (metrics, pool) = (metrics.clone(), pool.clone());
-            async move { Ok::<_, Infallible>(answer(&request, &metrics, &pool).await) }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = connection => {}
-                _ = shutdown.cancelled() => {}
-            }
-        });
-    }
+        async move { answer(&request, &metrics, &pool).await }
+    };
+    crate::http::serve_connections("admin", listener, handle, shutdown, HEALTH_TIMEOUT).await;
 }
 
 async fn answer(

@@ -18,7 +18,6 @@
 //! scale conversion with leftovers and the idempotency record, is one SQL transaction in
 //! `schema::models::settlement::credit_incoming_settlement`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -26,11 +25,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use schema::models::settlement::{CreditError, credit_incoming_settlement};
 use schema::{DbError, DbPool};
 use serde::Deserialize;
@@ -103,41 +98,12 @@ pub async fn serve<O: OutgoingService>(
     state: Arc<NodeApiState<O>>,
     shutdown: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "settlement API: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let handle = move |request| {
         let state = state.clone();
-        let service = service_fn(move |request| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(request, &state).await) }
-        });
-        let connection = http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(peer = %peer, error = %err, "settlement API connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("settlement API connections still open after the shutdown grace period");
-    }
+        async move { handle(request, &state).await }
+    };
+    crate::http::serve_connections("settlement-api", listener, handle, shutdown, SHUTDOWN_GRACE)
+        .await;
 }
 
 fn respond(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
