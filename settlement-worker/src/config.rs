@@ -10,6 +10,7 @@
 //! | `database.statement_timeout_ms` | `ILP_WORKER_DATABASE__STATEMENT_TIMEOUT_MS` | `5000` | per statement, milliseconds |
 //! | `database.connect_timeout_ms` | `ILP_WORKER_DATABASE__CONNECT_TIMEOUT_MS` | `5000` | waiting for a connection, milliseconds |
 //! | `log.format` | `ILP_WORKER_LOG__FORMAT` | `text` | `text` or `json` |
+//! | `admin.listen` | `ILP_WORKER_ADMIN__LISTEN` | (unset: disabled) | `/metrics` and `/health` listener, e.g. `127.0.0.1:7791` |
 //! | `worker.instance_name` | `ILP_WORKER_WORKER__INSTANCE_NAME` | `<hostname>-<pid>` | lease owner; unique per replica |
 //! | `worker.lease_secs` | `ILP_WORKER_WORKER__LEASE_SECS` | `60` | how long a claimed ledger stays ours, seconds |
 //! | `worker.idle_poll_ms` | `ILP_WORKER_WORKER__IDLE_POLL_MS` | `500` | how often to look for due ledgers when none is, milliseconds |
@@ -33,6 +34,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -75,6 +77,8 @@ pub struct WorkerConfig {
     pub database: DatabaseConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The admin listener (`/metrics`, `/health`).
+    pub admin: AdminConfig,
     /// This replica.
     pub worker: WorkerSettings,
     /// The ledgers to poll, in file order.
@@ -144,6 +148,14 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// `[admin]`: `/metrics` and `/health`, served by `connector::admin`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address; `None`: no admin listener (and no metrics recorded).
+    pub listen: Option<SocketAddr>,
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -199,6 +211,8 @@ struct FileConfig {
     database: DatabaseConfig,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    admin: AdminConfig,
     #[serde(default)]
     worker: FileWorker,
     #[serde(default)]
@@ -287,6 +301,7 @@ impl WorkerConfig {
         Ok(WorkerConfig {
             database: file.database,
             log: file.log,
+            admin: file.admin,
             worker,
             ledgers,
         })
@@ -577,6 +592,22 @@ mod tests {
         assert_eq!(config.log.format, LogFormat::Text);
         assert!(config.ledgers.is_empty());
         assert!(config.database.pool_config("x").is_err());
+    }
+
+    // Proves `[admin] listen` is off unless set, parses a socket address, and refuses
+    // anything else naming the key.
+    #[test]
+    fn admin_listen_is_optional_and_checked() {
+        assert_eq!(WorkerConfig::from_toml("").unwrap().admin.listen, None);
+        let config = WorkerConfig::from_toml("[admin]\nlisten = \"127.0.0.1:7791\"\n").unwrap();
+        assert_eq!(config.admin.listen, Some("127.0.0.1:7791".parse().unwrap()));
+        let message = err("[admin]\nlisten = \"localhost\"\n");
+        assert!(message.starts_with("admin.listen:"), "{message}");
+        let message = err("[admin]\nlistn = \"127.0.0.1:1\"\n");
+        assert!(
+            message.starts_with("admin.listn: unknown field"),
+            "{message}"
+        );
     }
 
     // Proves a bad schedule stops start-up with the ledger, the pattern and croner's reason.

@@ -36,7 +36,7 @@ pub mod runner;
 pub mod schedule;
 
 pub use adaptor::{Adaptor, AdaptorError};
-pub use config::{LedgerConfig, LogFormat, WorkerConfig};
+pub use config::{AdminConfig, LedgerConfig, LogFormat, WorkerConfig};
 pub use poll::{PollReport, poll_ledger};
 pub use runner::{PollObserver, PollRecord, run, run_observed};
 pub use schedule::{Schedule, ScheduleError};

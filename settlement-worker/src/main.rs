@@ -70,7 +70,8 @@ fn init_tracing(format: LogFormat) -> anyhow::Result<()> {
         .with_ansi(ansi);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        // Fields at the top level, like the connector's, so one log pipeline reads both.
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     installed.map_err(|err| anyhow::anyhow!("setting up logging: {err}"))
 }

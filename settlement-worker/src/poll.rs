@@ -14,6 +14,9 @@
 //! poll (by this or another replica) repeats step 2 with the same key; the ledger's
 //! idempotency makes the repeat pay at most once. Every step 3 update is conditional on
 //! `state = 'pending'`, so two runs racing (after a lapsed lease) cannot both decide.
+//!
+//! Each decision is counted where it is made: [`SETTLEMENTS_TOTAL`] and [`CLAIMS_TOTAL`]
+//! (no-ops unless the binary installed a recorder, see `admin.listen`).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -46,6 +49,23 @@ pub const RETRY_MAX: Duration = Duration::from_secs(60 * 60);
 pub const TEST_PAUSE_ENV: &str = "ILP_TEST_WORKER_PAUSE_AFTER";
 /// How long a [`TEST_PAUSE_ENV`] pause lasts.
 pub const TEST_PAUSE: Duration = Duration::from_secs(60);
+
+/// Counter of settlement attempts decided, by `ledger` and `outcome`
+/// ([`SETTLEMENT_CONFIRMED`], [`SETTLEMENT_RETRY`], [`SETTLEMENT_FAILED`]).
+pub const SETTLEMENTS_TOTAL: &str = "ilp_settlements_total";
+/// `outcome` of a settlement the ledger paid.
+pub const SETTLEMENT_CONFIRMED: &str = "confirmed";
+/// `outcome` of an attempt without a definite answer: still pending, retried with its key.
+pub const SETTLEMENT_RETRY: &str = "retry";
+/// `outcome` of a settlement the ledger definitely rejected: refunded.
+pub const SETTLEMENT_FAILED: &str = "failed";
+/// Counter of received claims processed, by `ledger` and `outcome` ([`CLAIM_CREDITED`],
+/// [`CLAIM_REJECTED`]).
+pub const CLAIMS_TOTAL: &str = "ilp_claims_total";
+/// `outcome` of a claim whose delta was credited.
+pub const CLAIM_CREDITED: &str = "credited";
+/// `outcome` of a claim refused (bad signature, replay, ...): nothing credited.
+pub const CLAIM_REJECTED: &str = "rejected";
 
 /// What one poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,6 +192,7 @@ async fn attempt(
             Ok(()) => {
                 if confirm_settlement(&mut conn, settlement.id).await? {
                     report.confirmed += 1;
+                    count_settlement(&settlement.ledger, SETTLEMENT_CONFIRMED);
                     tracing::info!("settlement confirmed");
                 }
             }
@@ -179,12 +200,14 @@ async fn attempt(
                 let wait = retry_wait(settlement.attempts);
                 if postpone_settlement(&mut conn, settlement.id, wait, &error).await? {
                     report.postponed += 1;
+                    count_settlement(&settlement.ledger, SETTLEMENT_RETRY);
                     tracing::warn!(%error, retry_in = ?wait, "settlement not confirmed; retrying with the same key");
                 }
             }
             Err(AdaptorError::Rejected(error)) => {
                 if refund_settlement(&mut conn, settlement.id, &error).await? {
                     report.refunded += 1;
+                    count_settlement(&settlement.ledger, SETTLEMENT_FAILED);
                     tracing::warn!(%error, "settlement rejected; amount refunded to the balance");
                 }
             }
@@ -210,6 +233,7 @@ async fn process_received_claims(
         match process_claim(&mut conn, claim.id, verify_claim).await? {
             ClaimOutcome::Credited { delta } => {
                 report.claims_credited += 1;
+                count_claim(ledger, CLAIM_CREDITED);
                 tracing::info!(
                     claim.id = claim.id,
                     account.id = claim.account_id,
@@ -219,12 +243,26 @@ async fn process_received_claims(
             }
             ClaimOutcome::Rejected(reason) => {
                 report.claims_rejected += 1;
+                count_claim(ledger, CLAIM_REJECTED);
                 tracing::warn!(claim.id = claim.id, account.id = claim.account_id, %reason, "claim rejected");
             }
             ClaimOutcome::AlreadyProcessed => {}
         }
     }
     Ok(())
+}
+
+/// Counts one settlement decision. Only the run whose conditional update took effect
+/// counts, so a decision is counted once even when two runs race.
+fn count_settlement(ledger: &str, outcome: &'static str) {
+    metrics::counter!(SETTLEMENTS_TOTAL, "ledger" => ledger.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Counts one processed claim.
+fn count_claim(ledger: &str, outcome: &'static str) {
+    metrics::counter!(CLAIMS_TOTAL, "ledger" => ledger.to_owned(), "outcome" => outcome)
+        .increment(1);
 }
 
 /// Wait before retrying a settlement that has had `attempts` inconclusive attempts:

@@ -10,13 +10,19 @@
 //! after half the lease. Should a lease lapse anyway, a second run of the ledger is harmless
 //! (every settlement step is conditional and keyed), only wasteful.
 //!
+//! With `admin.listen` set, [`run`] also serves `/metrics` and `/health` (the connector's
+//! `connector::admin`) and records [`LEDGER_POLL_SECONDS`] per poll; after the ready line it
+//! tells systemd it is ready (`Type=notify`; a no-op without `NOTIFY_SOCKET`).
+//!
 //! [`Schedule`]: crate::schedule::Schedule
 //! [`MAX_SETTLEMENTS_PER_POLL`]: crate::poll::MAX_SETTLEMENTS_PER_POLL
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use schema::DbError;
 use schema::DbPool;
@@ -39,6 +45,9 @@ pub const DB_RETRY_MAX: Duration = Duration::from_secs(10);
 /// Next poll of a ledger whose schedule has no further time (only past croner's horizon,
 /// the year 5000): far enough not to spin, near enough to be noticed in the logs.
 pub const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Histogram of the duration of each ledger poll, seconds, by `ledger`.
+pub const LEDGER_POLL_SECONDS: &str = "ilp_ledger_poll_seconds";
 
 /// One finished ledger run, as [`run_observed`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,10 +73,15 @@ pub struct PollRecord {
 /// Called after every finished ledger run; tests use it to watch the schedule.
 pub type PollObserver = Arc<dyn Fn(&PollRecord) + Send + Sync>;
 
-/// Runs the worker until `shutdown` is cancelled: registers the configured ledgers, logs
-/// `ilp-settlement-worker ready`, then claims and polls due ledgers. Database errors are
-/// logged and retried with backoff; they never end the loop. Cancellation is checked
-/// between ledger runs, so a run in progress finishes first.
+/// Runs the worker until `shutdown` is cancelled: starts the admin listener when
+/// `admin.listen` is set, registers the configured ledgers, logs
+/// `ilp-settlement-worker ready` (with the admin address) and notifies systemd, then claims
+/// and polls due ledgers. Database errors are logged and retried with backoff; they never
+/// end the loop. Cancellation is checked between ledger runs, so a run in progress finishes
+/// first.
+///
+/// The admin listener installs the process-wide metrics recorder: a process runs at most
+/// one worker with `admin.listen` set (an error otherwise).
 pub async fn run(
     config: WorkerConfig,
     pool: DbPool,
@@ -83,6 +97,7 @@ pub async fn run_observed(
     shutdown: CancellationToken,
     observer: Option<PollObserver>,
 ) -> anyhow::Result<()> {
+    let admin = start_admin(config.admin.listen, &pool, &shutdown).await?;
     let runner = Runner::new(config, pool, observer)?;
     let mut backoff = Backoff::new();
 
@@ -103,11 +118,16 @@ pub async fn run_observed(
     tracing::info!(
         ledgers = %runner.names.join(","),
         instance = %runner.owner,
+        admin = %admin,
         "ilp-settlement-worker ready"
     );
+    // Type=notify units wait for this; without NOTIFY_SOCKET it does nothing, and a unit
+    // that is not Type=notify has no use for it: an error changes nothing.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     if runner.names.is_empty() {
         tracing::warn!("no [[ledgers]] configured: nothing to poll");
         shutdown.cancelled().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         return Ok(());
     }
 
@@ -132,8 +152,34 @@ pub async fn run_observed(
             break;
         }
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Installs the metrics recorder, binds `listen` and serves `/metrics` and `/health` until
+/// `shutdown`; the bound address, or `disabled` when `listen` is `None`. Bound before the
+/// database is reached, so a taken port fails the start at once.
+async fn start_admin(
+    listen: Option<SocketAddr>,
+    pool: &DbPool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<String> {
+    let Some(listen) = listen else {
+        return Ok("disabled".to_owned());
+    };
+    let metrics = connector::admin::install_metrics().context("installing the metrics recorder")?;
+    let listener = connector::admin::bind(listen).await?;
+    let address = listener
+        .local_addr()
+        .context("reading the admin listener's address")?;
+    tokio::spawn(connector::admin::serve(
+        listener,
+        metrics,
+        pool.clone(),
+        shutdown.clone(),
+    ));
+    Ok(address.to_string())
 }
 
 /// What one replica's loop needs, built once from the configuration.
@@ -234,10 +280,12 @@ impl Runner {
         }
         // Half the lease for ledger calls; the rest is margin for the last call's timeout.
         let deadline = started + self.lease / 2;
-        match poll_ledger(&self.pool, &claimed.name, adaptor, deadline)
+        let polled = poll_ledger(&self.pool, &claimed.name, adaptor, deadline)
             .instrument(span.clone())
-            .await
-        {
+            .await;
+        metrics::histogram!(LEDGER_POLL_SECONDS, "ledger" => claimed.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        match polled {
             Ok(report) => {
                 if report != PollReport::default() {
                     span.in_scope(|| tracing::info!(?report, "polled"));

@@ -6,3 +6,4 @@ mod operations;
 mod packet_path;
 mod settle_api;
 mod settlement;
+mod two_nodes;

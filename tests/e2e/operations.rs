@@ -63,7 +63,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
 
 /// The body of the README's fenced block whose info string is `sh <name>`.
 fn readme_block(name: &str) -> String {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("reading README.md");
     let fence = format!("```sh {name}\n");
     let start = readme
         .find(&fence)

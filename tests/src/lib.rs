@@ -608,3 +608,19 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// GETs `path` from `addr` (an admin listener, e.g. a worker's): status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let uri: hyper::Uri = format!("http://{addr}{path}").parse().expect("a URI");
+    let response = client.get(uri).await.expect("GET");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("reading the body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

@@ -37,6 +37,18 @@ struct BalanceViewRow {
     ledger: Option<String>,
 }
 
+/// id, username, scale, balance, held, credit limit, settle threshold, ledger.
+type RawBalance = (
+    i64,
+    String,
+    i16,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
 #[derive(QueryableByName, Debug, PartialEq)]
 struct InFlightRow {
     #[diesel(sql_type = Text)]
@@ -135,16 +147,7 @@ async fn dashboard_views_match_the_tables() {
     .load(conn)
     .await
     .unwrap();
-    let raw: Vec<(
-        i64,
-        String,
-        i16,
-        i64,
-        i64,
-        Option<i64>,
-        Option<i64>,
-        Option<String>,
-    )> = accounts::table
+    let raw: Vec<RawBalance> = accounts::table
         .inner_join(balances::table)
         .filter(accounts::deleted_at.is_null())
         .order(accounts::id)

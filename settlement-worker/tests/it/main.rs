@@ -1,10 +1,11 @@
 //! Database tests of the settlement worker on a real PostgreSQL (`TEST_DATABASE_URL`, see
-//! `scripts/db.sh`): leases, schedules across two replicas, the binary's lifecycle, and
-//! settlement through an RFC 38 engine and through signed claims.
+//! `scripts/db.sh`): leases, schedules across two replicas, the binary's lifecycle and its
+//! admin listener, and settlement through an RFC 38 engine and through signed claims.
 
 mod binary;
 mod claims;
 mod lease;
+mod metrics;
 mod rfc38;
 mod schedule;
 
