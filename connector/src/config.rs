@@ -134,7 +134,7 @@ impl Default for HttpConfig {
 }
 
 /// `[database]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// PostgreSQL URL.
@@ -158,7 +158,27 @@ impl Default for DatabaseConfig {
     }
 }
 
+impl std::fmt::Debug for DatabaseConfig {
+    // The URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
+    }
+}
+
 impl DatabaseConfig {
+    /// The defaults, with `pool_size` connections (each binary has its own default).
+    pub fn with_pool_size(pool_size: usize) -> DatabaseConfig {
+        DatabaseConfig {
+            pool_size,
+            ..DatabaseConfig::default()
+        }
+    }
+
     /// The pool settings, for a process named `application_name`.
     pub fn pool_config(&self, application_name: &str) -> anyhow::Result<schema::PoolConfig> {
         let Some(url) = &self.url else {
@@ -293,8 +313,9 @@ impl ConnectorConfig {
     }
 }
 
-/// figment errors can span lines; the CLI promises one-line reasons.
-fn one_line(err: figment::Error) -> String {
+/// Folds a figment error (which can span lines and list several keys) into one line that
+/// names each offending key: the binaries promise one-line reasons.
+pub fn one_line(err: figment::Error) -> String {
     let mut message = String::new();
     for e in err {
         if !message.is_empty() {

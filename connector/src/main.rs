@@ -85,7 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Output { json: cli.json };
     match cli.command {
         Command::Serve => {
-            connector::telemetry::init_tracing(config.log.format);
+            connector::telemetry::init_tracing(config.log.format)?;
             let shutdown =
                 connector::shutdown::cancel_on_signal().context("installing signal handlers")?;
             connector::node::serve(config, shutdown).await

@@ -34,7 +34,6 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -85,87 +84,7 @@ pub struct WorkerConfig {
     pub ledgers: Vec<LedgerConfig>,
 }
 
-/// `[database]`.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// PostgreSQL URL.
-    pub url: Option<String>,
-    /// Pool size.
-    pub pool_size: usize,
-    /// Per-statement timeout, milliseconds.
-    pub statement_timeout_ms: u64,
-    /// Connection wait timeout, milliseconds.
-    pub connect_timeout_ms: u64,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig {
-            url: None,
-            pool_size: DEFAULT_POOL_SIZE,
-            statement_timeout_ms: millis(schema::pool::DEFAULT_STATEMENT_TIMEOUT),
-            connect_timeout_ms: millis(schema::pool::DEFAULT_CONNECT_TIMEOUT),
-        }
-    }
-}
-
-impl std::fmt::Debug for DatabaseConfig {
-    // The URL may carry a password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseConfig")
-            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
-            .field("pool_size", &self.pool_size)
-            .field("statement_timeout_ms", &self.statement_timeout_ms)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .finish()
-    }
-}
-
-impl DatabaseConfig {
-    /// The pool settings, for a process named `application_name`.
-    pub fn pool_config(&self, application_name: &str) -> anyhow::Result<schema::PoolConfig> {
-        let Some(url) = &self.url else {
-            bail!(
-                "database.url is not set: pass --database-url, set DATABASE_URL, or set it in the config file"
-            );
-        };
-        Ok(schema::PoolConfig {
-            url: url.clone(),
-            application_name: application_name.to_owned(),
-            size: self.pool_size,
-            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-        })
-    }
-}
-
-/// `[log]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// Output format.
-    pub format: LogFormat,
-}
-
-/// `[admin]`: `/metrics` and `/health`, served by `connector::admin`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Listen address; `None`: no admin listener (and no metrics recorded).
-    pub listen: Option<SocketAddr>,
-}
-
-/// How log lines look.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use connector::config::{AdminConfig, DatabaseConfig, LogConfig, LogFormat};
 
 /// `[worker]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +123,7 @@ impl std::fmt::Debug for LedgerConfig {
 }
 
 /// The file's shape, before validation.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
@@ -217,6 +136,18 @@ struct FileConfig {
     worker: FileWorker,
     #[serde(default)]
     ledgers: Vec<FileLedger>,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            database: DatabaseConfig::with_pool_size(DEFAULT_POOL_SIZE),
+            log: LogConfig::default(),
+            admin: AdminConfig::default(),
+            worker: FileWorker::default(),
+            ledgers: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -288,7 +219,7 @@ impl WorkerConfig {
     ) -> anyhow::Result<WorkerConfig> {
         let file: FileConfig = figment
             .extract()
-            .map_err(|err| anyhow::anyhow!(one_line(err)))?;
+            .map_err(|err| anyhow::anyhow!(connector::config::one_line(err)))?;
         validate_database(&file.database)?;
         let worker = validate_worker(file.worker)?;
         let mut ledgers = validate_ledgers(file.ledgers)?;
@@ -496,30 +427,6 @@ fn default_instance_name() -> String {
 /// Milliseconds of a `Duration` constant, saturating (they are all far below `u64::MAX`).
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// figment errors can span lines; the CLI promises one-line reasons.
-fn one_line(err: figment::Error) -> String {
-    let mut message = String::new();
-    for e in err {
-        if !message.is_empty() {
-            message.push_str("; ");
-        }
-        let key = e.path.join(".");
-        let source = e
-            .metadata
-            .as_ref()
-            .and_then(|m| m.source.as_ref())
-            .map(|s| format!(" in {s}"))
-            .unwrap_or_default();
-        let kind = e.kind.to_string().replace('\n', " ");
-        if key.is_empty() {
-            message.push_str(&format!("{kind}{source}"));
-        } else {
-            message.push_str(&format!("{key}: {kind}{source}"));
-        }
-    }
-    message
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! `ilp-settlement-worker`: load the configuration, set up logging and the pool, then run the
 //! worker until SIGINT or SIGTERM. Start-up errors are one line on stderr and exit code 1.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,7 +9,6 @@ use clap::Parser;
 use settlement_worker::{LogFormat, WorkerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Shown in `pg_stat_activity.application_name`.
 const APPLICATION_NAME: &str = "ilp-settlement-worker";
@@ -51,7 +49,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     if let Some(format) = cli.log_format {
         config.log.format = format;
     }
-    init_tracing(config.log.format)?;
+    connector::telemetry::init_tracing(config.log.format)?;
 
     let pool_config = config.database.pool_config(APPLICATION_NAME)?;
     let pool = schema::build_pool(&pool_config).context("building the database pool")?;
@@ -59,21 +57,6 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone())?;
     settlement_worker::run(config, pool, shutdown).await
-}
-
-fn init_tracing(format: LogFormat) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: journald and log files get plain text.
-    let ansi = std::io::stdout().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    let installed = match format {
-        LogFormat::Text => builder.try_init(),
-        // Fields at the top level, like the connector's, so one log pipeline reads both.
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-    installed.map_err(|err| anyhow::anyhow!("setting up logging: {err}"))
 }
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM; the worker stops after its current

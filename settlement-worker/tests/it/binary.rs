@@ -54,10 +54,10 @@ async fn ready_then_clean_exit_on_sigterm() -> anyhow::Result<()> {
         .arg("--database-url")
         .arg(db.url())
         .spawn()?;
-    let stdout = child.stdout.take().unwrap();
+    let logs = child.stderr.take().unwrap();
     let (lines_tx, lines_rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in BufReader::new(logs).lines().map_while(Result::ok) {
             if lines_tx.send(line).is_err() {
                 break;
             }

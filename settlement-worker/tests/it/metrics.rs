@@ -99,15 +99,15 @@ async fn admin_listener_exports_settlement_metrics() {
         .env_remove("DATABASE_URL")
         .env("NOTIFY_SOCKET", &notify_path)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let logs = child.stderr.take().unwrap();
     let _child = KillOnDrop(child);
     let (lines_tx, lines_rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in BufReader::new(logs).lines().map_while(Result::ok) {
             if lines_tx.send(line).is_err() {
                 break;
             }
