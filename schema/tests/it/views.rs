@@ -225,3 +225,28 @@ async fn dashboard_views_match_the_tables() {
     assert_eq!(view, expected);
     assert_eq!(view.len(), 3, "confirmed, failed and pending: {view:?}");
 }
+
+#[tokio::test]
+async fn grafana_dashboard_queries_run_on_the_schema() {
+    // Proves every SQL panel of scripts/grafana/ilp-dashboard.json runs on the migrated schema.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/grafana/ilp-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("reading the dashboard"))
+            .expect("dashboard JSON");
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    let mut ran = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            if let Some(sql) = target["rawSql"].as_str() {
+                diesel::sql_query(sql)
+                    .execute(conn)
+                    .await
+                    .unwrap_or_else(|err| panic!("panel {:?}: {err}", panel["title"]));
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran >= 4, "only {ran} SQL panels");
+}
