@@ -58,6 +58,9 @@ pub struct Settlement {
     pub seq: i64,
 }
 
+/// How long an account is not settled again after a settlement of it was definitely refused.
+pub const REFUND_COOL_DOWN: std::time::Duration = std::time::Duration::from_secs(300);
+
 #[derive(QueryableByName)]
 struct AccountId {
     #[diesel(sql_type = Int8)]
@@ -70,6 +73,8 @@ struct AccountId {
 ///
 /// One settlement in flight per account: a payment channel's claims must go out in order,
 /// and an unreachable ledger should not pile up rows; the balance keeps what is owed meanwhile.
+/// After a definite rejection (refund) the account waits [`REFUND_COOL_DOWN`], so a ledger
+/// that keeps refusing does not get a new settlement, and the journal two rows, every poll.
 pub async fn list_accounts_to_settle(
     conn: &mut AsyncPgConnection,
     ledger: &str,
@@ -81,10 +86,14 @@ pub async fn list_accounts_to_settle(
            AND b.balance >= a.settle_threshold AND b.balance > a.settle_to \
            AND NOT EXISTS (SELECT 1 FROM settlements s \
                            WHERE s.account_id = a.id AND s.ledger = $1 AND s.state = 'pending') \
+           AND NOT EXISTS (SELECT 1 FROM settlements s \
+                           WHERE s.account_id = a.id AND s.ledger = $1 AND s.state = 'failed' \
+                             AND s.updated_at > now() - make_interval(secs => $3)) \
          ORDER BY a.id LIMIT $2",
     )
     .bind::<Text, _>(ledger)
     .bind::<BigInt, _>(limit)
+    .bind::<diesel::sql_types::Double, _>(REFUND_COOL_DOWN.as_secs_f64())
     .load(conn)
     .await?;
     Ok(rows.into_iter().map(|row| row.account_id).collect())

@@ -278,6 +278,11 @@ async fn outgoing_settlement_lowers_once_and_refunds_on_failure() {
         "failed"
     );
     assert_eq!(balance(conn, carol).await, 1500);
+    // Refused: carol is over her threshold again but is not listed during the cool-down.
+    assert_eq!(
+        list_accounts_to_settle(conn, "usd", 10).await.unwrap(),
+        Vec::<i64>::new()
+    );
 
     // Settled again; confirmed this time, and the failed one no longer counts as paid.
     let again = start_settlement(conn, carol, "usd").await.unwrap().unwrap();
