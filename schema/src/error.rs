@@ -60,7 +60,7 @@ impl From<diesel::ConnectionError> for DbError {
 
 /// The error and every cause below it, on one line: tokio-postgres puts the useful part
 /// ("Connection refused") in a source.
-fn with_causes(err: &dyn std::error::Error) -> String {
+pub fn with_causes(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -106,7 +106,7 @@ impl SettlementEngine for HttpEngineClient {
                 .client
                 .request(request)
                 .await
-                .map_err(|err| EngineError::Unreachable(with_causes(&err)))?;
+                .map_err(|err| EngineError::Unreachable(schema::error::with_causes(&err)))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(EngineError::Status(status));
@@ -130,16 +130,4 @@ impl SettlementEngine for HttpEngineClient {
             .await
             .map_err(|_| EngineError::Timeout(timeout))?
     }
-}
-
-/// hyper's client error says "client error (Connect)"; the cause says "Connection refused".
-fn with_causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -171,10 +171,9 @@ impl Rfc38Adaptor {
                 AdaptorError::Rejected(format!("cannot build a request to {url}: {err}"))
             })?;
         let call = async {
-            let response =
-                self.client.request(request).await.map_err(|err| {
-                    AdaptorError::Transient(format!("{url}: {}", with_causes(&err)))
-                })?;
+            let response = self.client.request(request).await.map_err(|err| {
+                AdaptorError::Transient(format!("{url}: {}", schema::error::with_causes(&err)))
+            })?;
             let status = response.status();
             let answer = read_body(response.into_body())
                 .await
@@ -213,18 +212,6 @@ fn prefix(err: AdaptorError, context: &str) -> AdaptorError {
         }
         AdaptorError::Rejected(message) => AdaptorError::Rejected(format!("{context}: {message}")),
     }
-}
-
-/// hyper puts the useful part ("Connection refused") in a source.
-fn with_causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
