@@ -162,6 +162,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn amounts_beyond_a_signed_64_bit_balance_are_f08() {
+        // Proves invariant 5 at the door: an amount no balance can hold is refused, not wrapped.
+        let next = Recorder::new(|| Ok(fulfill()));
+        let service = IncomingValidator::new(Arc::new(node()), next.clone());
+        let too_big = i64::MAX as u64 + 1;
+        let reject = service
+            .handle_request(IncomingRequest {
+                from: account(1, "alice"),
+                prepare: prepare("test.x", too_big, Duration::from_secs(5)),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reject.code(), ErrorCode::F08_AMOUNT_TOO_LARGE);
+        let details = MaxPacketAmountDetails::from_bytes(reject.data()).unwrap();
+        assert_eq!(
+            (details.amount_received, details.max_amount),
+            (too_big, i64::MAX as u64)
+        );
+        assert_eq!(next.count(), 0);
+    }
+
+    #[tokio::test]
     async fn wrong_fulfillment_becomes_f05() {
         // Proves a Fulfill that does not hash to the condition is turned into a Reject.
         let next = Recorder::new(|| {

@@ -392,3 +392,29 @@ fn bad_config_names_the_key() {
     assert!(stderr.contains("ilp_adress"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn config_file_named_by_ilp_connector_config_is_read() {
+    // Proves ILP_CONNECTOR_CONFIG names the file and is not mistaken for a config key.
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("ilp-cfg-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("connector.toml");
+    std::fs::write(&file, format!("[database]\nurl = \"{}\"\n", db.url())).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ilp-connector"))
+        .args(["--json", "accounts", "list"])
+        .env_remove("DATABASE_URL")
+        .env("ILP_CONNECTOR_CONFIG", &file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        Value::Array(vec![])
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
