@@ -102,7 +102,7 @@ if [ "$mode" = connector ]; then
 fi
 for _ in $(seq 100); do curl -s -o /dev/null "$url" && break; sleep 0.1; done
 
-header="| series | conc | fulfilled/s | p50 us | p90 us | p99 us | p99.9 us | rejects | errors | CPU us/pkt:"
+header="| series | conc | fulfilled/s | p50 us | p90 us | p99 us | p99.9 us | rejects | errors | CPU us/pkt: loadgen"
 for w in "${watch[@]}"; do header+=" ${w%%:*}"; done
 [ "$mode" = connector ] && header+=" postgres"
 echo "$header |"
@@ -114,11 +114,12 @@ for c in $concurrencies; do
     args=(--url "$url" --destination example.bob.sink --amount "$amount" --concurrency "$c" --duration "$duration" --warmup "$warmup" --max-packets 5000000)
     [ -n "$token" ] && args+=(--token "$token")
     [ "$harness" = shared ] && args+=(--threads 1)
-    "$loadgen" "${args[@]}" >"$raw" 2>&1 || true
+    # bash's `time` reports the load generator's own user + system CPU, in seconds.
+    lg_seconds=$( { TIMEFORMAT='%U %S'; time "$loadgen" "${args[@]}" >"$raw" 2>&1; } 2>&1 | awk '{ print $1 + $2 }' ) || true
     line=$(grep '^loadgen: fulfilled=' "$raw" | tail -n 1)
     field() { sed -n "s/.*[: ]$1=\([^ ]*\).*/\1/p" <<<"$line"; }
     fulfilled=$(field fulfilled)
-    cpu=""
+    cpu=" $(awk -v t="${lg_seconds:-0}" -v n="$fulfilled" 'BEGIN { printf "%.1f", n ? t * 1e6 / n : 0 }')"
     for w in "${watch[@]}"; do
         cpu+=" $(awk -v t=$(( $(ticks "${w#*:}") - ${before[$w]} )) -v n="$fulfilled" -v hz="$tck" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')"
     done
