@@ -12,40 +12,8 @@ use schema::test_db::TestDb;
 
 /// alice sends (credit limit `limit`), bob receives through `receiver`.
 fn add_accounts(url: &str, receiver: &Receiver, limit: &str) {
-    cli(
-        url,
-        &[
-            "accounts",
-            "add",
-            "alice",
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--incoming-token",
-            "alice-token",
-            "--credit-limit",
-            limit,
-        ],
-    );
-    cli(
-        url,
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--outgoing-url",
-            &receiver.url(),
-        ],
-    );
+    e2e::add_sender(url, limit);
+    e2e::add_receiver(url, &receiver.url());
 }
 
 /// Invariant 1 after a run: per account balance = sum(journal); alice's debits are bob's

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connector::packet::Packet;
-use e2e::{Behaviour, Node, Receiver, account_balances, binary, cli, prepare, send_prepare};
+use e2e::{Behaviour, Node, Receiver, account_balances, binary, prepare, send_prepare};
 use schema::test_db::TestDb;
 
 fn repo() -> PathBuf {
@@ -86,24 +86,7 @@ async fn readme_add_a_peer_steps_get_a_payment_through() {
     // Proves the README's "Adding a peer" commands, run literally, make a working peer.
     let bob = Receiver::start(Behaviour::Fulfill).await;
     let db = Arc::new(TestDb::new().await);
-    cli(
-        db.url(),
-        &[
-            "accounts",
-            "add",
-            "alice",
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--incoming-token",
-            "alice-token",
-            "--credit-limit",
-            "10000",
-        ],
-    );
+    e2e::add_sender(db.url(), "10000");
     let node = Node::start_on(db.clone(), "g.ours", &[]);
 
     let steps = readme_block("add-a-peer");

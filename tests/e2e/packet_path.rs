@@ -345,40 +345,8 @@ async fn metrics_count_packets_by_outcome_and_amounts_per_account() {
     let receiver = Receiver::start(Behaviour::Fulfill).await;
     let receiver_url = receiver.url();
     let db = std::sync::Arc::new(schema::test_db::TestDb::new().await);
-    e2e::cli(
-        db.url(),
-        &[
-            "accounts",
-            "add",
-            "alice",
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--incoming-token",
-            "alice-token",
-            "--credit-limit",
-            "1000",
-        ],
-    );
-    e2e::cli(
-        db.url(),
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--outgoing-url",
-            &receiver_url,
-        ],
-    );
+    e2e::add_sender(db.url(), "1000");
+    e2e::add_receiver(db.url(), &receiver_url);
     let node = Node::start_on(
         db.clone(),
         "test.node",

@@ -624,3 +624,45 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
         .to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// Adds `alice`, a child in USD cents that sends with token `alice-token` and may owe us
+/// `credit_limit` (empty: unlimited), to the database at `database_url`.
+pub fn add_sender(database_url: &str, credit_limit: &str) {
+    let args = [
+        "accounts",
+        "add",
+        "alice",
+        "--relation",
+        "child",
+        "--asset-code",
+        "USD",
+        "--asset-scale",
+        "2",
+    ];
+    let mut args = args.to_vec();
+    args.extend([
+        "--incoming-token",
+        "alice-token",
+        "--credit-limit",
+        credit_limit,
+    ]);
+    cli(database_url, &args);
+}
+
+/// Adds `bob`, a child in USD cents whose packets go to `receiver_url`.
+pub fn add_receiver(database_url: &str, receiver_url: &str) {
+    let args = [
+        "accounts",
+        "add",
+        "bob",
+        "--relation",
+        "child",
+        "--asset-code",
+        "USD",
+        "--asset-scale",
+        "2",
+    ];
+    let mut args = args.to_vec();
+    args.extend(["--outgoing-url", receiver_url]);
+    cli(database_url, &args);
+}

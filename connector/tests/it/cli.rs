@@ -183,138 +183,66 @@ async fn bad_input_exits_non_zero_and_changes_nothing() {
         cli.json(&["balances"]),
     );
 
-    cli.fails(
-        &[
+    // `accounts add USERNAME` for a USD/2 peer, with `extra` arguments after.
+    let add = |username: &'static str,
+               asset: &'static str,
+               relation: &'static str,
+               extra: &[&'static str]| {
+        let mut args = vec![
             "accounts",
             "add",
-            "bob",
+            username,
             "--asset-code",
-            "USD/x",
+            asset,
             "--asset-scale",
             "2",
             "--relation",
-            "peer",
-        ],
-        "asset code",
-    );
-    cli.fails(
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--relation",
-            "peer",
-            "--ilp-address",
-            "g..bob",
-        ],
-        "not a valid ILP address",
-    );
-    cli.fails(
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--relation",
-            "boss",
-        ],
-        "relation",
-    );
-    cli.fails(
-        &[
-            "accounts",
-            "add",
-            "b.b",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--relation",
-            "peer",
-        ],
-        "username",
-    );
-    cli.fails(
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--relation",
-            "peer",
-            "--credit-limit=-5",
-        ],
-        "credit-limit",
-    );
-    cli.fails(
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--relation",
-            "peer",
-            "--outgoing-url",
-            "ftp://x",
-        ],
-        "outgoing URL",
-    );
-    cli.fails(
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--relation",
-            "peer",
-            "--settle-threshold",
-            "10",
-            "--settle-to",
-            "20",
-        ],
-        "settle-to",
-    );
-    cli.fails(
-        &[
-            "accounts",
-            "add",
-            "ALICE",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--relation",
-            "peer",
-        ],
-        "already exists",
-    );
-    cli.fails(
-        &["accounts", "update", "nobody", "--settle-to", "1"],
-        "no account named",
-    );
-    cli.fails(&["accounts", "update", "alice"], "nothing to update");
-    cli.fails(&["accounts", "remove", "nobody"], "no account named");
-    cli.fails(&["routes", "add", "g.x", "nobody"], "no account named");
-    cli.fails(
-        &["routes", "add", "g..x", "alice"],
-        "not a valid ILP address",
-    );
+            relation,
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let cases: [(Vec<&str>, &str); 13] = [
+        (add("bob", "USD/x", "peer", &[]), "asset code"),
+        (
+            add("bob", "USD", "peer", &["--ilp-address", "g..bob"]),
+            "not a valid ILP address",
+        ),
+        (add("bob", "USD", "boss", &[]), "relation"),
+        (add("b.b", "USD", "peer", &[]), "username"),
+        (
+            add("bob", "USD", "peer", &["--credit-limit=-5"]),
+            "credit-limit",
+        ),
+        (
+            add("bob", "USD", "peer", &["--outgoing-url", "ftp://x"]),
+            "outgoing URL",
+        ),
+        (
+            add(
+                "bob",
+                "USD",
+                "peer",
+                &["--settle-threshold", "10", "--settle-to", "20"],
+            ),
+            "settle-to",
+        ),
+        (add("ALICE", "USD", "peer", &[]), "already exists"),
+        (
+            vec!["accounts", "update", "nobody", "--settle-to", "1"],
+            "no account named",
+        ),
+        (vec!["accounts", "update", "alice"], "nothing to update"),
+        (vec!["accounts", "remove", "nobody"], "no account named"),
+        (vec!["routes", "add", "g.x", "nobody"], "no account named"),
+        (
+            vec!["routes", "add", "g..x", "alice"],
+            "not a valid ILP address",
+        ),
+    ];
+    for (args, reason) in &cases {
+        cli.fails(args, reason);
+    }
 
     assert_eq!(
         (
