@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full, Limited};
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -93,11 +93,8 @@ impl OutgoingService for HttpClientService {
                 &[],
             ));
         }
-        let body = match Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
+        let body = match super::read_body(response.into_body(), MAX_RESPONSE_BYTES).await {
+            Ok(body) => body,
             Err(err) => {
                 return Err(reject(
                     &self.node,
@@ -107,9 +104,7 @@ impl OutgoingService for HttpClientService {
                 ));
             }
         };
-        let bytes = body
-            .try_into_mut()
-            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let bytes = super::into_mut(body);
         match Packet::try_from(bytes) {
             Ok(Packet::Fulfill(fulfill)) => Ok(fulfill),
             // A downstream Reject goes back upstream unchanged: code, triggeredBy, message, data.

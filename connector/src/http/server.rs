@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -119,37 +119,19 @@ async fn handle<S: IncomingService>(
             );
         }
     }
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > state.max_body_bytes as u64) {
-        return status(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body too large for an ILP Prepare",
-        );
-    }
-    let body = match Limited::new(request.into_body(), state.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(err)
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+    let body = match super::read_request_body(request, state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(super::BodyError::TooLarge(_)) => {
             return status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body too large for an ILP Prepare",
             );
         }
-        Err(_) => return status(StatusCode::BAD_REQUEST, "could not read the body"),
+        Err(super::BodyError::Unreadable(_)) => {
+            return status(StatusCode::BAD_REQUEST, "could not read the body");
+        }
     };
-    let bytes = body
-        .try_into_mut()
-        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    let bytes = super::into_mut(body);
     let prepare = match Prepare::try_from(bytes) {
         Ok(prepare) => prepare,
         Err(err) => {

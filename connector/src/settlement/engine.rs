@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -111,20 +111,12 @@ impl SettlementEngine for HttpEngineClient {
             if !status.is_success() {
                 return Err(EngineError::Status(status));
             }
-            match Limited::new(response.into_body(), MAX_ENGINE_REPLY_BYTES)
-                .collect()
+            crate::http::read_body(response.into_body(), MAX_ENGINE_REPLY_BYTES)
                 .await
-            {
-                Ok(body) => Ok(body.to_bytes()),
-                Err(err)
-                    if err
-                        .downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some() =>
-                {
-                    Err(EngineError::TooLarge)
-                }
-                Err(err) => Err(EngineError::Unreachable(err.to_string())),
-            }
+                .map_err(|err| match err {
+                    crate::http::BodyError::TooLarge(_) => EngineError::TooLarge,
+                    crate::http::BodyError::Unreadable(err) => EngineError::Unreachable(err),
+                })
         };
         tokio::time::timeout(timeout, call)
             .await

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use schema::models::settlement::{CreditError, credit_incoming_settlement};
 use schema::{DbError, DbPool};
@@ -189,33 +189,15 @@ fn authorized(request: &Request<Incoming>, token_hash: &[u8; 32]) -> bool {
 
 /// Reads the body, at most [`MAX_REQUEST_BODY_BYTES`].
 async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
-    let too_large = || {
-        text(
+    match crate::http::read_request_body(request, MAX_REQUEST_BODY_BYTES).await {
+        Ok(body) => Ok(body),
+        Err(crate::http::BodyError::TooLarge(_)) => Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body over {MAX_REQUEST_BODY_BYTES} bytes"),
-        )
-    };
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > MAX_REQUEST_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(request.into_body(), MAX_REQUEST_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(err)
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
+        )),
+        Err(crate::http::BodyError::Unreadable(_)) => {
+            Err(text(StatusCode::BAD_REQUEST, "could not read the body"))
         }
-        Err(_) => Err(text(StatusCode::BAD_REQUEST, "could not read the body")),
     }
 }
 

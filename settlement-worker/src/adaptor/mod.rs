@@ -15,7 +15,7 @@ pub mod rfc38;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -128,10 +128,8 @@ pub(crate) fn http_client() -> HttpClient {
 
 /// Reads an answer body up to [`MAX_RESPONSE_BYTES`].
 pub(crate) async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, String> {
-    Limited::new(body, MAX_RESPONSE_BYTES)
-        .collect()
+    connector::http::read_body(body, MAX_RESPONSE_BYTES)
         .await
-        .map(|collected| collected.to_bytes())
         .map_err(|err| format!("reading the answer: {err}"))
 }
 
