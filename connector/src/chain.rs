@@ -9,7 +9,8 @@
 //!                        no ledger → F02, bad claim → F00, engine or database down → T00/T01
 //!  → PeerProtocolGuard   any other peer.* → F02, never routed
 //!  → Router              longest-prefix match → F02; same asset only, 1:1
-//!  → BalanceService      hold on the sender → T04; post on Fulfill (durable first); release on Reject
+//!  → BalanceService      hold on the sender's reservation → T04 (T00 while the database is away);
+//!                        post on Fulfill (durable first, exactly once); Reject touches no row
 //!  → ExpiryShortener     minus the next hop's round trip, capped → R02
 //!  → OutgoingValidator   timer at the shortened expiry → R00; wrong fulfillment → F05
 //!  → HttpClientService   keep-alive pool per peer; unreachable → T01, 5xx → T00

@@ -56,7 +56,7 @@ pub enum AccountsCommand {
         #[command(flatten)]
         settings: AccountSettings,
     },
-    /// Remove an account; refused unless its balance and holds are zero.
+    /// Remove an account; refused unless its balance and reservations are zero.
     Remove {
         /// Username (any case).
         username: String,
@@ -73,7 +73,7 @@ pub struct AccountSettings {
     /// Largest Prepare accepted from this account (empty: no limit).
     #[arg(long)]
     max_packet_amount: Option<String>,
-    /// How far the account may owe us, holds included (empty: unlimited; default on add: 0).
+    /// How far the account may owe us, Prepares in flight included (empty: unlimited; default on add: 0).
     #[arg(long)]
     credit_limit: Option<String>,
     /// Balance at which the settlement worker pays the account (empty: never).
@@ -624,32 +624,40 @@ pub async fn run_balances(conn: &mut AsyncPgConnection, out: Output) -> anyhow::
                     "asset_code": r.asset_code,
                     "asset_scale": r.asset_scale,
                     "balance": r.balance,
-                    "held": r.held,
-                    "available": r.balance - r.held,
+                    "reserved": r.reserved,
+                    "in_flight": r.in_flight,
                     "credit_limit": r.credit_limit,
+                    // What connectors may still reserve; null: no credit limit.
+                    "available": r.credit_limit.map(|limit| i128::from(r.balance) - i128::from(r.reserved) + i128::from(limit)).and_then(|a| i64::try_from(a).ok()),
                     "balance_whole": whole(r.balance, r.asset_scale),
-                    "held_whole": whole(r.held, r.asset_scale),
+                    "reserved_whole": whole(r.reserved, r.asset_scale),
+                    "in_flight_whole": whole(r.in_flight, r.asset_scale),
                 })
             })
             .collect();
         println!("{}", serde_json::Value::Array(list));
     } else {
         println!(
-            "{:<20} {:<6} {:>20} {:>20} {:>24} {:>24}",
-            "USERNAME", "ASSET", "BALANCE", "HELD", "BALANCE (WHOLE)", "HELD (WHOLE)"
+            "{:<20} {:<6} {:>20} {:>20} {:>20} {:>20} {:>24}",
+            "USERNAME", "ASSET", "BALANCE", "RESERVED", "IN FLIGHT", "CREDIT LIMIT", "BALANCE (WHOLE)"
         );
         for r in &rows {
             println!(
-                "{:<20} {:<6} {:>20} {:>20} {:>24} {:>24}",
+                "{:<20} {:<6} {:>20} {:>20} {:>20} {:>20} {:>24}",
                 r.username,
                 r.asset_code,
                 r.balance,
-                r.held,
+                r.reserved,
+                r.in_flight,
+                r.credit_limit
+                    .map_or_else(|| "none".to_owned(), |limit| limit.to_string()),
                 whole(r.balance, r.asset_scale).unwrap_or_else(|| "-".to_owned()),
-                whole(r.held, r.asset_scale).unwrap_or_else(|| "-".to_owned()),
             );
         }
-        println!("(positive: we owe the account holder; base units unless marked whole)");
+        println!(
+            "(positive: we owe the account holder; base units unless marked whole; reserved: credit \
+             connectors set aside for the account's Prepares; in flight: as of their last heartbeat)"
+        );
     }
     Ok(())
 }
@@ -667,7 +675,7 @@ struct InFlight {
     oldest_age: String,
 }
 
-/// `balances --watch`: redraws balances, holds and settlements in flight every `interval`
+/// `balances --watch`: redraws balances, reservations and settlements in flight every `interval`
 /// until Ctrl-C, and keeps trying while the database is away.
 pub async fn watch_balances(
     config: &schema::PoolConfig,

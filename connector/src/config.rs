@@ -13,7 +13,7 @@
 //! | `database.pool_size` | `ILP_CONNECTOR_DATABASE__POOL_SIZE` | `16` | connections |
 //! | `database.statement_timeout_ms` | `ILP_CONNECTOR_DATABASE__STATEMENT_TIMEOUT_MS` | `5000` | per statement |
 //! | `database.connect_timeout_ms` | `ILP_CONNECTOR_DATABASE__CONNECT_TIMEOUT_MS` | `5000` | waiting for a connection |
-//! | `balances.stale_after_secs` | `ILP_CONNECTOR_BALANCES__STALE_AFTER_SECS` | `60` | a connector silent this long has its holds released |
+//! | `balances.stale_after_secs` | `ILP_CONNECTOR_BALANCES__STALE_AFTER_SECS` | `60` | a connector silent this long has its reservations given back |
 //! | `admin.listen` | `ILP_CONNECTOR_ADMIN__LISTEN` | (disabled) | `/metrics` and `/health` listener, e.g. `127.0.0.1:7790` |
 //! | `log.format` | `ILP_CONNECTOR_LOG__FORMAT` | `text` | `text` or `json` |
 //! | `settlement_api.listen` | `ILP_CONNECTOR_SETTLEMENT_API__LISTEN` | (unset: disabled) | RFC 38 node API listener for our settlement engines, e.g. `127.0.0.1:7771` |
@@ -89,7 +89,7 @@ impl std::fmt::Debug for SettlementApiConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalancesConfig {
-    /// Seconds without a heartbeat after which a connector's holds are released.
+    /// Seconds without a heartbeat after which a connector's reservations are given back.
     pub stale_after_secs: u64,
 }
 

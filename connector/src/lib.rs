@@ -7,8 +7,10 @@
 //!   (validators, ILDCP, the `peer.*` guard, the expiry shortener); [`router`] picks the
 //!   next hop; [`chain`] writes their order down in one function.
 //! - [`http`]: ILP-over-HTTP: the server (auth, limits) and the client (keep-alive pools).
-//! - [`balance`]: `BalanceService` (hold, post, release) and the PostgreSQL balance writer
-//!   that batches them; the sweeper that releases the holds of dead processes.
+//! - [`balance`]: `BalanceService` (hold, post, release), the escrow of credit reservations
+//!   the holds are taken from, the PostgreSQL balance writer that commits posts and
+//!   reservation changes in durable batches, exactly once; the sweeper that gives back the
+//!   reservations of dead processes.
 //! - [`settlement`]: `peer.settle` (signed claims stored for the worker, or relayed to our
 //!   RFC 38 engine) and the RFC 38 node API on its own listener.
 //! - [`accounts`]: accounts, tokens, routes and ledgers cached in memory, refreshed on NOTIFY.

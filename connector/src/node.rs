@@ -24,9 +24,9 @@ pub const STARTUP_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs the connector until `shutdown` is cancelled: registers this process, loads accounts
 /// and routes (waiting for the database if it is not there yet), keeps them fresh, runs the
-/// balance writer and the hold sweeper, and serves ILP-over-HTTP (and the RFC 38 node API
+/// balance writer and the reservation sweeper, and serves ILP-over-HTTP (and the RFC 38 node API
 /// when `settlement_api.listen` is set). Returns an error if this process was declared dead
-/// by another (its holds swept): it must not go on.
+/// by another (its reservations swept): it must not go on.
 pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let node = Arc::new(config.ilp_address()?);
     let pool_config = config.database.pool_config("ilp-connector")?;
@@ -102,18 +102,19 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
         directory.clone(),
         stop.clone(),
     ));
+    let mut writer_config = pool_config.clone();
+    writer_config.application_name = "ilp-connector-balances".to_owned();
+    let (balances, writer) = PgBalanceStore::start(writer_config, instance, fatal.clone());
+    let writer = tokio::spawn(writer);
     let stale_after = Duration::from_secs(config.balances.stale_after_secs);
     tasks.spawn(sweeper::run(
         pool.clone(),
+        balances.escrow().clone(),
         instance,
         stale_after,
         fatal.clone(),
         stop.clone(),
     ));
-    let mut writer_config = pool_config.clone();
-    writer_config.application_name = "ilp-connector-balances".to_owned();
-    let (balances, writer) = PgBalanceStore::start(writer_config, instance, fatal.clone());
-    let writer = tokio::spawn(writer);
 
     let settlement_api = match settlement_listener {
         None => "disabled".to_owned(),
@@ -177,7 +178,7 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
     tasks.close();
     tasks.wait().await;
     if fatal.is_cancelled() {
-        bail!("this connector was declared dead and its holds released; restart it");
+        bail!("this connector was declared dead and its reservations given back; restart it");
     }
     match pool.get().await {
         Ok(mut conn) => {

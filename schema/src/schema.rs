@@ -24,14 +24,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    balance_holds (instance_id, account_id) {
-        instance_id -> Uuid,
-        account_id -> Int8,
-        amount -> Int8,
-    }
-}
-
-diesel::table! {
     balance_journal (id) {
         id -> Int8,
         account_id -> Int8,
@@ -44,11 +36,29 @@ diesel::table! {
 }
 
 diesel::table! {
+    balance_reservations (instance_id, account_id) {
+        instance_id -> Uuid,
+        account_id -> Int8,
+        amount -> Int8,
+    }
+}
+
+diesel::table! {
     balances (account_id) {
         account_id -> Int8,
         balance -> Int8,
-        held -> Int8,
+        reserved -> Int8,
         credit_limit -> Nullable<Int8>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    connector_in_flight (instance_id, account_id) {
+        instance_id -> Uuid,
+        account_id -> Int8,
+        amount -> Int8,
+        packets -> Int8,
         updated_at -> Timestamptz,
     }
 }
@@ -143,10 +153,12 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(balance_holds -> accounts (account_id));
-diesel::joinable!(balance_holds -> connector_instances (instance_id));
 diesel::joinable!(balance_journal -> accounts (account_id));
+diesel::joinable!(balance_reservations -> accounts (account_id));
+diesel::joinable!(balance_reservations -> connector_instances (instance_id));
 diesel::joinable!(balances -> accounts (account_id));
+diesel::joinable!(connector_in_flight -> accounts (account_id));
+diesel::joinable!(connector_in_flight -> connector_instances (instance_id));
 diesel::joinable!(incoming_settlements -> accounts (account_id));
 diesel::joinable!(ledger_accounts -> accounts (account_id));
 diesel::joinable!(routes -> accounts (account_id));
@@ -156,9 +168,10 @@ diesel::joinable!(settlements -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
-    balance_holds,
     balance_journal,
+    balance_reservations,
     balances,
+    connector_in_flight,
     connector_instances,
     incoming_settlements,
     ledger_accounts,

@@ -2,6 +2,7 @@
 //! 127.0.0.1.
 
 mod balances;
+mod database_faults;
 mod operations;
 mod packet_path;
 mod settle_api;

@@ -275,6 +275,8 @@ pub enum Behaviour {
     WrongFulfillment,
     /// Never answer.
     Silent,
+    /// Fulfill with [`FULFILLMENT`] after this long (a slow next hop).
+    FulfillAfter(Duration),
 }
 
 /// A fulfilling (or misbehaving) ILP-over-HTTP endpoint on 127.0.0.1.
@@ -313,6 +315,10 @@ impl Receiver {
                                 }
                                 let fulfillment = match behaviour {
                                     Behaviour::Fulfill => FULFILLMENT,
+                                    Behaviour::FulfillAfter(delay) => {
+                                        tokio::time::sleep(delay).await;
+                                        FULFILLMENT
+                                    }
                                     Behaviour::WrongFulfillment => [1; 32],
                                     Behaviour::Silent => std::future::pending().await,
                                 };
@@ -416,7 +422,8 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    fn merge(&mut self, other: Traffic) {
+    /// Adds what `other` saw.
+    pub fn merge(&mut self, other: Traffic) {
         self.fulfilled += other.fulfilled;
         self.errors += other.errors;
         for (code, n) in other.rejects {
@@ -431,7 +438,7 @@ impl Traffic {
 }
 
 /// Sends Prepares of `amount` to `destination` from `concurrency` loops until `stop` is set
-/// (or `max_per_loop` each), tolerating connection failures.
+/// (or `max_per_loop` each), tolerating connection failures. Prepares expire in 5 s.
 pub async fn run_traffic(
     url: String,
     token: &'static str,
@@ -440,6 +447,31 @@ pub async fn run_traffic(
     concurrency: usize,
     max_per_loop: u64,
     stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Traffic {
+    run_traffic_expiring(
+        url,
+        token,
+        destination,
+        amount,
+        concurrency,
+        max_per_loop,
+        stop,
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+/// [`run_traffic`] with Prepares that expire in `expires_in`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_traffic_expiring(
+    url: String,
+    token: &'static str,
+    destination: &'static str,
+    amount: u64,
+    concurrency: usize,
+    max_per_loop: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    expires_in: Duration,
 ) -> Traffic {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
@@ -452,7 +484,7 @@ pub async fn run_traffic(
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let body = prepare(destination, amount, Duration::from_secs(5))
+                let body = prepare(destination, amount, expires_in)
                     .into_bytes()
                     .freeze();
                 let request = Request::post(&url)
@@ -468,7 +500,7 @@ pub async fn run_traffic(
                     let body = response.into_body().collect().await.ok()?.to_bytes();
                     Packet::try_from(BytesMut::from(&body[..])).ok()
                 };
-                match tokio::time::timeout(Duration::from_secs(10), answer)
+                match tokio::time::timeout(expires_in + Duration::from_secs(5), answer)
                     .await
                     .ok()
                     .flatten()
@@ -504,28 +536,67 @@ pub struct AccountBalance {
     /// `balances.balance`.
     #[diesel(sql_type = diesel::sql_types::Int8)]
     pub balance: i64,
-    /// `balances.held`.
+    /// `balances.reserved`: credit connectors set aside for its Prepares.
     #[diesel(sql_type = diesel::sql_types::Int8)]
-    pub held: i64,
+    pub reserved: i64,
     /// `sum(balance_journal.amount)`.
     #[diesel(sql_type = diesel::sql_types::Int8)]
     pub journal: i64,
 }
 
-/// Every account's balance, holds and journal sum.
+/// Every account's balance, reservations and journal sum.
 pub async fn account_balances(database_url: &str) -> Vec<AccountBalance> {
     use diesel_async::{AsyncConnection, RunQueryDsl};
     let mut conn = diesel_async::AsyncPgConnection::establish(database_url)
         .await
         .expect("connecting");
     diesel::sql_query(
-        "SELECT a.username, b.balance, b.held, \
+        "SELECT a.username, b.balance, b.reserved, \
          coalesce((SELECT sum(j.amount) FROM balance_journal j WHERE j.account_id = a.id), 0)::int8 AS journal \
          FROM accounts a JOIN balances b ON b.account_id = a.id ORDER BY a.id",
     )
     .load(&mut conn)
     .await
     .expect("reading balances")
+}
+
+/// Every account's numbers once no connector holds a reservation any more (they are given
+/// back about a second after an account's last packet, or swept when their connector died).
+pub async fn idle_balances(database_url: &str, within: Duration) -> Vec<AccountBalance> {
+    let started = std::time::Instant::now();
+    loop {
+        let rows = account_balances(database_url).await;
+        if rows.iter().all(|row| row.reserved == 0) {
+            return rows;
+        }
+        assert!(
+            started.elapsed() < within,
+            "reservations still there after {within:?}: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Packets posted on `username`'s account: the sum of its journal rows' packet counts.
+pub async fn journal_packets(database_url: &str, username: &str) -> i64 {
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Packets {
+        #[diesel(sql_type = diesel::sql_types::Int8)]
+        packets: i64,
+    }
+    let mut conn = diesel_async::AsyncPgConnection::establish(database_url)
+        .await
+        .expect("connecting");
+    diesel::sql_query(
+        "SELECT coalesce(sum(j.packet_count), 0)::int8 AS packets FROM balance_journal j \
+         JOIN accounts a ON a.id = j.account_id WHERE a.username = $1 AND j.kind = 'packets'",
+    )
+    .bind::<diesel::sql_types::Text, _>(username)
+    .get_result::<Packets>(&mut conn)
+    .await
+    .expect("reading the journal")
+    .packets
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).

@@ -1,42 +1,50 @@
 //! `BalanceService`: every forwarded packet moves money, exactly once.
 //!
-//! On a Prepare it holds the incoming amount on the sender (T04 if that would take the
-//! sender below its credit limit), forwards, and then either posts (Fulfill: the sender
-//! pays, the next hop is owed; durable before the Fulfill goes upstream) or releases the
-//! hold (Reject, timeout). Zero-amount packets touch no row.
+//! On a Prepare it holds the incoming amount on the sender against this instance's credit
+//! reservation (T04 when no more credit can be reserved, T00 at once while the database cannot
+//! commit), forwards, and then either posts (Fulfill: the sender pays, the next hop is owed;
+//! durable before the Fulfill goes upstream) or ends the hold (Reject, timeout: no row is
+//! touched). Zero-amount packets touch nothing.
 //!
-//! [`writer`] is the PostgreSQL store: one task per process that batches everything arriving
-//! while the previous batch commits. [`sweeper`] keeps this process registered and releases
-//! the holds of processes that died.
+//! - [`escrow`]: the reservations and the holds against them, in memory.
+//! - [`writer`]: the PostgreSQL store: one task per process that commits posts and
+//!   reservation changes in durable batches, exactly once even when the answer is lost.
+//! - [`sweeper`]: keeps this process registered, reports what it has in flight, and gives
+//!   back the reservations of processes that died.
 
+pub mod escrow;
 pub mod sweeper;
 pub mod writer;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use schema::models::balance::Post;
+pub use escrow::Hold;
 
 use crate::packet::{Address, ErrorCode};
 use crate::service::{IlpResult, OutgoingRequest, OutgoingService, reject};
 
-/// Pause between attempts to post a Fulfill while the database fails.
-pub const POST_RETRY_DELAY: Duration = Duration::from_millis(50);
-
 /// Why a balance operation did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BalanceError {
-    /// The hold would take the account below its credit limit.
+    /// No more credit can be reserved for the sender: its Prepare would take it below its
+    /// credit limit (or beyond what a 64-bit balance holds).
     #[error("insufficient liquidity")]
     InsufficientLiquidity,
-    /// The database could not be reached or refused the batch; nothing was recorded.
-    #[error("balance store unavailable: {0}")]
-    Unavailable(String),
+    /// The database cannot commit now (or the writer stopped); nothing was recorded.
+    #[error("balance store unavailable")]
+    Unavailable,
+    /// The Fulfill could not be recorded before its packet expired.
+    #[error("not recorded before the packet expired")]
+    Expired,
+    /// PostgreSQL refused this operation (and only this one).
+    #[error("refused by the database")]
+    Refused,
 }
 
 impl BalanceError {
-    /// The Reject for this error: T04 or T00. Codes are chosen here only.
-    pub fn to_reject(&self, node: &Address, account: &str) -> crate::packet::Reject {
+    /// The Reject for a Prepare this error stopped: T04 or T00. Codes are chosen here only.
+    pub fn to_reject(self, node: &Address, account: &str) -> crate::packet::Reject {
         match self {
             BalanceError::InsufficientLiquidity => reject(
                 node,
@@ -44,7 +52,7 @@ impl BalanceError {
                 &format!("{account} would exceed its credit limit"),
                 &[],
             ),
-            BalanceError::Unavailable(_) => reject(
+            BalanceError::Unavailable | BalanceError::Expired | BalanceError::Refused => reject(
                 node,
                 ErrorCode::T00_INTERNAL_ERROR,
                 "balances unavailable, nothing forwarded",
@@ -52,26 +60,39 @@ impl BalanceError {
             ),
         }
     }
+
+    /// The Reject sent upstream instead of a Fulfill that could not be recorded.
+    pub fn to_post_reject(self, node: &Address) -> crate::packet::Reject {
+        let why = match self {
+            BalanceError::Refused => "the payment was refused by the balance store",
+            _ => "could not record the payment",
+        };
+        reject(node, ErrorCode::T00_INTERNAL_ERROR, why, &[])
+    }
 }
 
 /// What `BalanceService` needs from storage.
 pub trait BalanceStore: Send + Sync + 'static {
-    /// Holds `amount` on `account`, unless `balance - held - amount` would go below minus its
-    /// credit limit. The check and the hold are one atomic step.
+    /// Holds `amount` for a Prepare from `account`, unless that would take it below minus its
+    /// credit limit counting everything already held or reserved.
     fn hold(
         &self,
         account: i64,
         amount: i64,
-    ) -> impl Future<Output = Result<(), BalanceError>> + Send;
-    /// Posts a Fulfill durably: ends the sender's hold, lowers its balance, raises the next
-    /// hop's. When this returns `Ok`, the change survives a crash.
-    fn post(&self, post: Post) -> impl Future<Output = Result<(), BalanceError>> + Send;
-    /// Ends a hold without moving money.
-    fn release(
+    ) -> impl Future<Output = Result<Hold, BalanceError>> + Send;
+    /// Posts a Fulfill durably: the hold becomes the sender's debit, the next hop `to` is
+    /// owed `credit` more. Retried while the database fails, until `deadline`. When this
+    /// returns `Ok`, the change survives a crash; it is applied exactly once. Ends the hold
+    /// whatever the outcome.
+    fn post(
         &self,
-        account: i64,
-        amount: i64,
+        hold: Hold,
+        to: i64,
+        credit: i64,
+        deadline: SystemTime,
     ) -> impl Future<Output = Result<(), BalanceError>> + Send;
+    /// Ends a hold without moving money.
+    fn release(&self, hold: Hold);
 }
 
 impl<S: BalanceStore> BalanceStore for Arc<S> {
@@ -79,18 +100,20 @@ impl<S: BalanceStore> BalanceStore for Arc<S> {
         &self,
         account: i64,
         amount: i64,
-    ) -> impl Future<Output = Result<(), BalanceError>> + Send {
+    ) -> impl Future<Output = Result<Hold, BalanceError>> + Send {
         (**self).hold(account, amount)
     }
-    fn post(&self, post: Post) -> impl Future<Output = Result<(), BalanceError>> + Send {
-        (**self).post(post)
-    }
-    fn release(
+    fn post(
         &self,
-        account: i64,
-        amount: i64,
+        hold: Hold,
+        to: i64,
+        credit: i64,
+        deadline: SystemTime,
     ) -> impl Future<Output = Result<(), BalanceError>> + Send {
-        (**self).release(account, amount)
+        (**self).post(hold, to, credit, deadline)
+    }
+    fn release(&self, hold: Hold) {
+        (**self).release(hold)
     }
 }
 
@@ -130,55 +153,28 @@ impl<S: BalanceStore, O: OutgoingService> OutgoingService for BalanceService<S, 
         let to_name = request.to.username.clone();
         // The incoming expiry: how long the sender still waits for our answer.
         let deadline = request.prepare.expires_at();
-        if let Err(err) = self.store.hold(from, debit).await {
-            if let BalanceError::Unavailable(why) = &err {
-                tracing::warn!(from.account = %from_name, error = %why, "hold failed");
-            }
-            return Err(err.to_reject(&self.node, &from_name));
-        }
+        let hold = match self.store.hold(from, debit).await {
+            Ok(hold) => hold,
+            Err(err) => return Err(err.to_reject(&self.node, &from_name)),
+        };
         match self.next.send_request(request).await {
-            Ok(fulfill) => {
-                // Durable before we relay: retry while the sender still waits for us.
-                loop {
-                    match self
-                        .store
-                        .post(Post {
-                            from,
-                            to,
-                            debit,
-                            credit,
-                        })
-                        .await
-                    {
-                        Ok(()) => {
-                            // Amounts moved, per account (u64: both are non-negative).
-                            metrics::counter!("ilp_amount_total", "account" => from_name, "direction" => "in")
-                                .increment(debit.unsigned_abs());
-                            metrics::counter!("ilp_amount_total", "account" => to_name, "direction" => "out")
-                                .increment(credit.unsigned_abs());
-                            return Ok(fulfill);
-                        }
-                        Err(err) if SystemTime::now() + POST_RETRY_DELAY < deadline => {
-                            tracing::warn!(from.account = %from_name, error = %err, "posting a Fulfill failed; retrying");
-                            tokio::time::sleep(POST_RETRY_DELAY).await;
-                        }
-                        Err(err) => {
-                            tracing::error!(from.account = %from_name, error = %err, "could not record a Fulfill before the expiry; not relaying it");
-                            return Err(reject(
-                                &self.node,
-                                ErrorCode::T00_INTERNAL_ERROR,
-                                "could not record the payment",
-                                &[],
-                            ));
-                        }
-                    }
+            Ok(fulfill) => match self.store.post(hold, to, credit, deadline).await {
+                Ok(()) => {
+                    // Amounts moved, per account (u64: both are non-negative).
+                    metrics::counter!("ilp_amount_total", "account" => from_name, "direction" => "in")
+                        .increment(debit.unsigned_abs());
+                    metrics::counter!("ilp_amount_total", "account" => to_name, "direction" => "out")
+                        .increment(credit.unsigned_abs());
+                    Ok(fulfill)
                 }
-            }
+                // The writer logs outages and refusals once; a line per packet would flood.
+                Err(err) => {
+                    tracing::debug!(from.account = %from_name, error = %err, "a Fulfill was not recorded; not relaying it");
+                    Err(err.to_post_reject(&self.node))
+                }
+            },
             Err(rejected) => {
-                if let Err(err) = self.store.release(from, debit).await {
-                    // The hold stays until this process's holds are swept (see sweeper).
-                    tracing::warn!(from.account = %from_name, error = %err, "releasing a hold failed");
-                }
+                self.store.release(hold);
                 Err(rejected)
             }
         }
@@ -189,6 +185,7 @@ impl<S: BalanceStore, O: OutgoingService> OutgoingService for BalanceService<S, 
 mod tests {
     use std::collections::HashMap;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     use super::*;
     use crate::service::testing::*;
@@ -201,34 +198,43 @@ mod tests {
     }
 
     impl BalanceStore for MemoryStore {
-        async fn hold(&self, account: i64, amount: i64) -> Result<(), BalanceError> {
+        async fn hold(&self, account: i64, amount: i64) -> Result<Hold, BalanceError> {
             let mut rows = self.rows.lock().unwrap();
             let row = rows.entry(account).or_insert((0, 0, 0));
             if row.0 - row.1 - amount < -row.2 {
                 return Err(BalanceError::InsufficientLiquidity);
             }
             row.1 += amount;
-            Ok(())
+            Ok(Hold {
+                account,
+                amount,
+                reserved: true,
+            })
         }
-        async fn post(&self, post: Post) -> Result<(), BalanceError> {
+        async fn post(
+            &self,
+            hold: Hold,
+            to: i64,
+            credit: i64,
+            _deadline: SystemTime,
+        ) -> Result<(), BalanceError> {
             let mut rows = self.rows.lock().unwrap();
-            let from = rows.entry(post.from).or_insert((0, 0, 0));
-            from.0 -= post.debit;
-            from.1 -= post.debit;
-            rows.entry(post.to).or_insert((0, 0, 0)).0 += post.credit;
+            let from = rows.entry(hold.account).or_insert((0, 0, 0));
+            from.0 -= hold.amount;
+            from.1 -= hold.amount;
+            rows.entry(to).or_insert((0, 0, 0)).0 += credit;
             let mut journal = self.journal.lock().unwrap();
-            journal.push((post.from, -post.debit));
-            journal.push((post.to, post.credit));
+            journal.push((hold.account, -hold.amount));
+            journal.push((to, credit));
             Ok(())
         }
-        async fn release(&self, account: i64, amount: i64) -> Result<(), BalanceError> {
+        fn release(&self, hold: Hold) {
             self.rows
                 .lock()
                 .unwrap()
-                .entry(account)
+                .entry(hold.account)
                 .or_insert((0, 0, 0))
-                .1 -= amount;
-            Ok(())
+                .1 -= hold.amount;
         }
     }
 

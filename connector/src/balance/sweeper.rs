@@ -1,31 +1,37 @@
-//! Registration, heartbeat and the hold sweeper.
+//! Registration, heartbeat and the reservation sweeper.
 //!
 //! Every `ilp-connector serve` registers in `connector_instances` and heartbeats every
-//! [`HEARTBEAT_INTERVAL`]. Every [`SWEEP_INTERVAL`], each live connector releases the holds
-//! of instances whose heartbeat is older than [`STALE_AFTER`]: a process that died (SIGKILL,
-//! power loss) leaves its holds for at most `STALE_AFTER + SWEEP_INTERVAL` (70 s). A swept
-//! process that was only cut off cannot post afterwards (its batches check its registration
-//! first) and stops, so a swept hold is never posted or released twice.
+//! [`HEARTBEAT_INTERVAL`], recording what it has in flight per account (a gauge for
+//! dashboards). Every [`SWEEP_INTERVAL`], each live connector gives back the reservations of
+//! instances whose heartbeat is older than [`STALE_AFTER`]: a process that died (SIGKILL,
+//! power loss) keeps its reservations for at most `STALE_AFTER + SWEEP_INTERVAL` (70 s). A
+//! swept process that was only cut off cannot post afterwards (its batches check its
+//! registration first) and stops, so a swept reservation is never used twice.
 
 use std::time::Duration;
 
 use schema::DbPool;
-use schema::models::balance::{heartbeat, sweep_instances};
+use schema::models::balance::{heartbeat, report_in_flight, sweep_instances};
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
+
+use super::escrow::Escrow;
 use uuid::Uuid;
 
 /// How often this process says it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-/// Silence after which a process's holds are released. Longer than the longest hold the
+/// Silence after which a process's reservations are given back. Longer than the longest hold the
 /// expiry shortener allows (30 s), with room for a slow database.
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 /// How often to look for silent processes.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Heartbeats for `instance` and sweeps silent instances until `shutdown`. Cancels `fatal`
-/// if this instance was swept.
+/// Heartbeats for `instance` (with what `escrow` has in flight) and sweeps silent instances
+/// until `shutdown`. Cancels `fatal` if this instance was swept.
 pub async fn run(
     pool: DbPool,
+    escrow: Arc<Escrow>,
     instance: Uuid,
     stale_after: Duration,
     fatal: CancellationToken,
@@ -39,6 +45,7 @@ pub async fn run(
         .unwrap_or(1)
         .max(1);
     let mut count: u64 = 0;
+    let mut reported: Vec<(i64, i64, i64)> = Vec::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -55,16 +62,23 @@ pub async fn run(
                 fatal.cancel();
                 return;
             }
-            Err(err) => tracing::warn!(error = %err, "heartbeat failed"),
+            Err(err) => tracing::debug!(error = %err, "heartbeat failed"),
+        }
+        let in_flight = escrow.in_flight();
+        if in_flight != reported {
+            match report_in_flight(&mut conn, instance, &in_flight).await {
+                Ok(()) => reported = in_flight,
+                Err(err) => tracing::debug!(error = %err, "reporting what is in flight failed"),
+            }
         }
         if count.is_multiple_of(sweep_every) {
             match sweep_instances(&mut conn, None, stale_after).await {
                 Ok(0) => {}
                 Ok(swept) => tracing::warn!(
                     swept,
-                    "released the holds of connector processes that stopped heartbeating"
+                    "gave back the reservations of connector processes that stopped heartbeating"
                 ),
-                Err(err) => tracing::warn!(error = %err, "sweeping holds failed"),
+                Err(err) => tracing::debug!(error = %err, "sweeping reservations failed"),
             }
         }
     }

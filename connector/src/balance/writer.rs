@@ -1,47 +1,78 @@
-//! The balance writer: one task per process that applies balance operations in batches.
+//! The balance writer: one task per process that commits Fulfills and reservation changes in
+//! durable batches, and the [`PgBalanceStore`] handle the packet path uses.
 //!
-//! Operations that arrive while a batch is committing wait in a channel and form the next
-//! batch: natural group commit, with no timer, so a lone packet is not delayed. A batch of
-//! holds and releases commits with `synchronous_commit = off` (its packets die with the
-//! process anyway, and the sweeper releases what a dead process held); a batch with a post
-//! commits durably, and each post's caller hears `Ok` only after that commit.
+//! Operations that arrive while a batch is committing form the next batch: group commit with
+//! no timer, so a lone packet is not delayed. Every batch is one durable transaction (see
+//! `schema::models::balance_batch`) carrying its identity in a fence row. The writer's rules:
+//!
+//! - A post's caller hears `Ok` only after its batch committed; a post is never submitted
+//!   again before the fate of the batch it was in is known: after a lost answer the writer
+//!   asks the database (which waits for that transaction to end) before anything else.
+//! - While the database cannot commit, the store says so ([`Escrow::database_up`]): new
+//!   Prepares get T00 at once; owed posts wait and are retried with backoff until their
+//!   packets expire. One log line when an outage starts and one when it ends.
+//! - A batch PostgreSQL refuses is split in halves until the refused operation is alone: it
+//!   fails, every other operation is applied.
+//! - Amounts are summed per account with checked arithmetic before any SQL; an operation that
+//!   would overflow its batch's sums waits for the next batch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use schema::PoolConfig;
-use schema::models::balance::{BalanceBatch, BalanceConnection, BatchError, Post};
+use schema::models::balance_batch::{
+    AccountMove, BalanceBatch, BalanceConnection, BatchError,
+};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::escrow::{Escrow, Hold, TryHold};
 use super::{BalanceError, BalanceStore};
 
 /// Most operations applied in one transaction.
 pub const MAX_BATCH_OPS: usize = 4096;
 /// Operations waiting for the writer, at most; callers wait beyond it.
 pub const MAX_QUEUED_OPS: usize = 65_536;
+/// First pause after the database failed; doubled after each failure up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(25);
+/// Longest pause between attempts while the database fails.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// How often reservations are resized and idle ones given back.
+pub const TICK: Duration = Duration::from_millis(250);
+/// A batch rolled back for no reason of its own (deadlock, timeout) is tried this often
+/// before the writer waits as in an outage.
+const MAX_RETRIES: u32 = 3;
 
-type Reply = oneshot::Sender<Result<(), BalanceError>>;
+type Reply<T> = oneshot::Sender<Result<T, BalanceError>>;
 
 #[derive(Debug)]
 enum Op {
-    Hold {
-        account: i64,
-        amount: i64,
-        reply: Reply,
-    },
+    /// A Fulfill: the sender's hold becomes its debit, the next hop is owed `credit`.
     Post {
-        post: Post,
-        reply: Reply,
+        hold: Hold,
+        to: i64,
+        credit: i64,
+        deadline: Instant,
+        /// Taken when the caller is answered (possibly before the fate is known: expiry).
+        reply: Option<Reply<()>>,
     },
-    Release {
+    /// A Prepare the reservation did not cover.
+    TopUp {
         account: i64,
         amount: i64,
-        reply: Reply,
+        reply: Reply<Hold>,
     },
+    /// Reservation this instance no longer needs (already lowered in the escrow).
+    GiveBack { account: i64, amount: i64 },
 }
 
-/// The PostgreSQL [`BalanceStore`]: a handle on the writer task.
+/// The PostgreSQL [`BalanceStore`]: the escrow, and a handle on the writer task.
 #[derive(Debug, Clone)]
 pub struct PgBalanceStore {
+    escrow: Arc<Escrow>,
     ops: mpsc::Sender<Op>,
 }
 
@@ -55,169 +86,556 @@ impl PgBalanceStore {
         fatal: CancellationToken,
     ) -> (PgBalanceStore, impl Future<Output = ()> + Send + 'static) {
         let (ops, queue) = mpsc::channel(MAX_QUEUED_OPS);
-        (
-            PgBalanceStore { ops },
-            run_writer(queue, config, instance, fatal),
-        )
+        let escrow = Arc::new(Escrow::default());
+        let writer = Writer {
+            config,
+            instance,
+            fatal,
+            escrow: escrow.clone(),
+            conn: None,
+            in_doubt: None,
+            outage: None,
+            retries: 0,
+        };
+        (PgBalanceStore { escrow, ops }, writer.run(queue))
     }
 
-    async fn submit(&self, make: impl FnOnce(Reply) -> Op) -> Result<(), BalanceError> {
-        let (reply, answer) = oneshot::channel();
-        self.ops
-            .send(make(reply))
-            .await
-            .map_err(|_| BalanceError::Unavailable("balance writer stopped".to_owned()))?;
-        answer
-            .await
-            .map_err(|_| BalanceError::Unavailable("balance writer stopped".to_owned()))?
+    /// The escrow: this instance's reservations and holds.
+    pub fn escrow(&self) -> &Arc<Escrow> {
+        &self.escrow
     }
+}
+
+fn stopped() -> BalanceError {
+    BalanceError::Unavailable
 }
 
 impl BalanceStore for PgBalanceStore {
-    async fn hold(&self, account: i64, amount: i64) -> Result<(), BalanceError> {
-        self.submit(|reply| Op::Hold {
-            account,
-            amount,
-            reply,
-        })
-        .await
+    async fn hold(&self, account: i64, amount: i64) -> Result<Hold, BalanceError> {
+        if !self.escrow.database_up() {
+            return Err(BalanceError::Unavailable);
+        }
+        match self.escrow.try_hold(account, amount) {
+            TryHold::Held(hold) => Ok(hold),
+            TryHold::Never => Err(BalanceError::InsufficientLiquidity),
+            TryHold::NeedsTopUp => {
+                let (reply, answer) = oneshot::channel();
+                self.ops
+                    .send(Op::TopUp {
+                        account,
+                        amount,
+                        reply,
+                    })
+                    .await
+                    .map_err(|_| stopped())?;
+                answer.await.map_err(|_| stopped())?
+            }
+        }
     }
-    async fn post(&self, post: Post) -> Result<(), BalanceError> {
-        self.submit(|reply| Op::Post { post, reply }).await
+
+    async fn post(
+        &self,
+        hold: Hold,
+        to: i64,
+        credit: i64,
+        deadline: SystemTime,
+    ) -> Result<(), BalanceError> {
+        let left = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let (reply, answer) = oneshot::channel();
+        let op = Op::Post {
+            hold,
+            to,
+            credit,
+            deadline: Instant::now() + left,
+            reply: Some(reply),
+        };
+        if self.ops.send(op).await.is_err() {
+            self.escrow.end(hold);
+            return Err(stopped());
+        }
+        answer.await.map_err(|_| stopped())?
     }
-    async fn release(&self, account: i64, amount: i64) -> Result<(), BalanceError> {
-        self.submit(|reply| Op::Release {
-            account,
-            amount,
-            reply,
-        })
-        .await
+
+    fn release(&self, hold: Hold) {
+        self.escrow.end(hold);
     }
 }
 
-async fn run_writer(
-    mut queue: mpsc::Receiver<Op>,
+/// An outage in progress: when it began, when to try again, what it cost so far.
+#[derive(Debug)]
+struct Outage {
+    since: Instant,
+    backoff: Duration,
+    next_try: Instant,
+    expired_posts: u64,
+}
+
+struct Writer {
     config: PoolConfig,
     instance: Uuid,
     fatal: CancellationToken,
-) {
-    let mut conn: Option<BalanceConnection> = None;
-    let mut ops = Vec::with_capacity(MAX_BATCH_OPS);
-    while let Some(first) = queue.recv().await {
-        ops.push(first);
-        while ops.len() < MAX_BATCH_OPS {
-            match queue.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
-        let mut batch = BalanceBatch::default();
-        for op in &ops {
-            match op {
-                Op::Hold {
-                    account, amount, ..
-                } => batch.holds.push((*account, *amount)),
-                Op::Post { post, .. } => batch.posts.push(*post),
-                Op::Release {
-                    account, amount, ..
-                } => batch.releases.push((*account, *amount)),
-            }
-        }
-        let started = std::time::Instant::now();
-        let outcome = apply(&mut conn, &config, instance, &batch).await;
-        metrics::histogram!("ilp_balance_batch_ops").record(ops.len() as f64);
-        metrics::histogram!("ilp_balance_commit_seconds").record(started.elapsed().as_secs_f64());
-        if outcome.is_err() {
-            metrics::counter!("ilp_balance_batch_failures_total").increment(1);
-        }
-        if let Err(BalanceError::Unavailable(why)) = &outcome
-            && why.starts_with(SWEPT)
-        {
-            tracing::error!(connector.instance = %instance, "this connector's holds were swept; stopping");
-            fatal.cancel();
-        }
-        let mut fits = match &outcome {
-            Ok(fits) => fits.clone().into_iter(),
-            Err(_) => Vec::new().into_iter(),
-        };
-        for op in ops.drain(..) {
-            let (reply, result) = match op {
-                Op::Hold { reply, .. } => {
-                    let result = match &outcome {
-                        Ok(_) if fits.next() == Some(true) => Ok(()),
-                        Ok(_) => Err(BalanceError::InsufficientLiquidity),
-                        Err(err) => Err(err.clone()),
-                    };
-                    (reply, result)
-                }
-                Op::Post { reply, .. } | Op::Release { reply, .. } => {
-                    (reply, outcome.as_ref().map(|_| ()).map_err(Clone::clone))
-                }
-            };
-            // The caller may have given up (its packet expired); nothing to tell then.
-            let _ = reply.send(result);
-        }
-    }
+    escrow: Arc<Escrow>,
+    conn: Option<BalanceConnection>,
+    /// A batch whose answer was lost, and its posts: settled before anything else is sent.
+    in_doubt: Option<(Uuid, Vec<Op>)>,
+    outage: Option<Outage>,
+    /// Attempts in a row that rolled back for no reason of their own.
+    retries: u32,
 }
 
-const SWEPT: &str = "swept:";
-
-/// Applies one batch on the writer's connection, (re)connecting as needed. After an error
-/// it asks the database whether the batch committed anyway, so a post is never applied
-/// twice nor reported lost when it was kept.
-async fn apply(
-    conn: &mut Option<BalanceConnection>,
-    config: &PoolConfig,
-    instance: Uuid,
-    batch: &BalanceBatch,
-) -> Result<Vec<bool>, BalanceError> {
-    let durable = !batch.posts.is_empty();
-    let batch_id = Uuid::new_v4();
-    if conn.as_ref().is_none_or(BalanceConnection::is_closed) {
-        *conn = Some(
-            BalanceConnection::connect(config)
-                .await
-                .map_err(|err| BalanceError::Unavailable(err.to_string()))?,
-        );
-    }
-    let Some(connection) = conn.as_ref() else {
-        return Err(BalanceError::Unavailable("no connection".to_owned()));
-    };
-    match connection.apply(instance, batch_id, batch, durable).await {
-        Ok(fits) => Ok(fits),
-        Err(BatchError::InstanceSwept(id)) => {
-            Err(BalanceError::Unavailable(format!("{SWEPT} instance {id}")))
-        }
-        Err(BatchError::Db(err)) => {
-            *conn = None;
-            tracing::warn!(error = %err, ops = batch.holds.len() + batch.posts.len() + batch.releases.len(), "balance batch failed");
-            // Did it commit after all (e.g. the connection broke during COMMIT)?
-            let committed = match BalanceConnection::connect(config).await {
-                Ok(fresh) => {
-                    let committed = fresh
-                        .batch_committed(instance, batch_id)
-                        .await
-                        .unwrap_or(false);
-                    *conn = Some(fresh);
-                    committed
+impl Writer {
+    async fn run(mut self, mut queue: mpsc::Receiver<Op>) {
+        let mut pending: Vec<Op> = Vec::with_capacity(MAX_BATCH_OPS);
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
+        let mut open = true;
+        loop {
+            if !open && pending.is_empty() && self.in_doubt.is_none() {
+                break;
+            }
+            if self.fatal.is_cancelled() {
+                // Swept: nothing may be committed any more; answer what is left and stop.
+                for op in pending.drain(..) {
+                    self.refuse(op, BalanceError::Unavailable);
                 }
-                Err(_) => false,
-            };
-            if committed && batch.holds.is_empty() {
-                return Ok(Vec::new());
+                break;
             }
-            if committed {
-                // Which holds fit is unknown: report them failed; what they placed stays held
-                // under this instance until it is swept (after a restart).
-                tracing::error!(
-                    holds = batch.holds.len(),
-                    "a balance batch committed without an answer; its holds stay until this instance is swept"
-                );
-                return Err(BalanceError::Unavailable(
-                    "outcome of holds unknown".to_owned(),
-                ));
+            let retry_at = self.outage.as_ref().map(|o| o.next_try);
+            if pending.is_empty() || retry_at.is_some() {
+                let due = retry_at.is_some_and(|at| at <= Instant::now());
+                if !due {
+                    let far = Instant::now() + Duration::from_secs(3600);
+                    tokio::select! {
+                        op = queue.recv(), if open => match op {
+                            Some(op) => pending.push(op),
+                            None => open = false,
+                        },
+                        _ = ticks.tick() => {
+                            let now = Instant::now();
+                            for (account, amount) in self.escrow.tick(now - last_tick) {
+                                pending.push(Op::GiveBack { account, amount });
+                            }
+                            last_tick = now;
+                        }
+                        _ = tokio::time::sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => {}
+                    }
+                }
             }
-            Err(BalanceError::Unavailable(err.to_string()))
+            while pending.len() < MAX_BATCH_OPS {
+                match queue.try_recv() {
+                    Ok(op) => pending.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.answer_early(&mut pending);
+            if let Some(outage) = &self.outage
+                && outage.next_try > Instant::now()
+            {
+                continue;
+            }
+            if self.conn.as_ref().is_none_or(BalanceConnection::is_closed)
+                || self.in_doubt.is_some()
+            {
+                match self.reconnect().await {
+                    Ok(again) => {
+                        pending.splice(0..0, again);
+                        self.database_answered();
+                    }
+                    Err(err) => {
+                        self.database_failed(&err);
+                        continue;
+                    }
+                }
+            }
+            if pending.is_empty() {
+                continue;
+            }
+            let ops = std::mem::take(&mut pending);
+            pending = self.attempt(ops).await;
         }
+    }
+
+    /// Answers what needs no database: top-ups during an outage (T00 at once), top-ups that
+    /// fit by now, and posts whose packets expired (also those of a batch in doubt, whose
+    /// fate is learnt later).
+    fn answer_early(&mut self, pending: &mut Vec<Op>) {
+        let now = Instant::now();
+        let down = self.outage.is_some();
+        let mut kept = Vec::with_capacity(pending.len());
+        for op in pending.drain(..) {
+            match op {
+                Op::TopUp { reply, .. } if down => {
+                    let _ = reply.send(Err(BalanceError::Unavailable));
+                }
+                Op::TopUp {
+                    account,
+                    amount,
+                    reply,
+                } => match self.escrow.try_hold(account, amount) {
+                    TryHold::Held(hold) => {
+                        let _ = reply.send(Ok(hold));
+                    }
+                    TryHold::Never => {
+                        let _ = reply.send(Err(BalanceError::InsufficientLiquidity));
+                    }
+                    TryHold::NeedsTopUp => kept.push(Op::TopUp {
+                        account,
+                        amount,
+                        reply,
+                    }),
+                },
+                Op::Post {
+                    hold,
+                    deadline,
+                    mut reply,
+                    ..
+                } if deadline <= now => self.expired(hold, &mut reply),
+                other => kept.push(other),
+            }
+        }
+        if let Some((id, mut ops)) = self.in_doubt.take() {
+            for op in ops.iter_mut() {
+                if let Op::Post {
+                    hold,
+                    deadline,
+                    reply,
+                    ..
+                } = op
+                    && *deadline <= now
+                    && reply.is_some()
+                {
+                    self.expired(*hold, reply);
+                }
+            }
+            self.in_doubt = Some((id, ops));
+        }
+        *pending = kept;
+    }
+
+    /// Answers a post at its packet's expiry: not recorded (as far as we know yet).
+    fn expired(&mut self, hold: Hold, reply: &mut Option<Reply<()>>) {
+        if let Some(reply) = reply.take() {
+            if let Some(outage) = &mut self.outage {
+                outage.expired_posts += 1;
+            }
+            metrics::counter!("ilp_balance_posts_expired_total").increment(1);
+            self.escrow.end(hold);
+            let _ = reply.send(Err(BalanceError::Expired));
+        }
+    }
+
+    /// Answers an op that will not be applied.
+    fn refuse(&mut self, op: Op, err: BalanceError) {
+        match op {
+            Op::Post {
+                hold, mut reply, ..
+            } => {
+                if let Some(reply) = reply.take() {
+                    self.escrow.end(hold);
+                    let _ = reply.send(Err(err));
+                }
+            }
+            Op::TopUp { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            // Already lowered in the escrow; a resync puts the committed figure back.
+            Op::GiveBack { .. } => {}
+        }
+    }
+
+    /// Connects when needed, settles a batch in doubt (returning its ops when it had not
+    /// committed, to go again under a new identity) and reads this instance's reservations
+    /// again, since a failure may have left the escrow's figures below the committed ones.
+    async fn reconnect(&mut self) -> Result<Vec<Op>, BatchError> {
+        if self.conn.as_ref().is_none_or(BalanceConnection::is_closed) {
+            self.conn = None;
+            let fresh = BalanceConnection::connect(&self.config)
+                .await
+                .map_err(|err| BatchError::InDoubt(err.to_string()))?;
+            self.conn = Some(fresh);
+        }
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(BatchError::InDoubt("no connection".to_owned()));
+        };
+        let mut again = Vec::new();
+        let resolved = match &self.in_doubt {
+            Some((batch_id, _)) => Some(
+                conn.batch_committed(self.instance, *batch_id)
+                    .await
+                    .inspect_err(|_| self.conn = None)?,
+            ),
+            None => None,
+        };
+        let reservations = match self.conn.as_ref() {
+            Some(conn) => conn
+                .reservations(self.instance)
+                .await
+                .inspect_err(|_| self.conn = None)?,
+            None => return Err(BatchError::InDoubt("no connection".to_owned())),
+        };
+        if let (Some(committed), Some((_, ops))) = (resolved, self.in_doubt.take()) {
+            metrics::counter!("ilp_balance_batches_in_doubt_total").increment(1);
+            if committed {
+                tracing::info!(
+                    ops = ops.len(),
+                    "a balance batch whose answer was lost had committed; its posts stand"
+                );
+                self.answer_committed(ops);
+            } else {
+                again = ops;
+            }
+        }
+        self.escrow.resync(&reservations);
+        Ok(again)
+    }
+
+    /// Applies `ops`, splitting what PostgreSQL refuses; returns the ops left waiting for the
+    /// database (all of them answered otherwise).
+    async fn attempt(&mut self, ops: Vec<Op>) -> Vec<Op> {
+        let mut work = vec![ops];
+        let mut waiting = Vec::new();
+        let mut failed = false;
+        while let Some(ops) = work.pop() {
+            if failed || self.in_doubt.is_some() || self.fatal.is_cancelled() {
+                waiting.extend(ops);
+                continue;
+            }
+            let (batch, ops, deferred) = self.build(ops);
+            waiting.extend(deferred);
+            if batch.values().all(AccountMove::is_empty) {
+                self.answer_committed(ops);
+                continue;
+            }
+            let Some(conn) = self.conn.as_ref() else {
+                waiting.extend(ops);
+                continue;
+            };
+            let batch_id = Uuid::new_v4();
+            let started = std::time::Instant::now();
+            let outcome = conn.apply(self.instance, batch_id, &batch).await;
+            metrics::histogram!("ilp_balance_batch_ops").record(ops.len() as f64);
+            metrics::histogram!("ilp_balance_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(states) => {
+                    self.retries = 0;
+                    self.database_answered();
+                    self.escrow.apply_states(&states);
+                    self.answer_committed(ops);
+                }
+                Err(BatchError::InstanceSwept(id)) => {
+                    tracing::error!(connector.instance = %id, "this connector's reservations were swept; stopping");
+                    self.escrow.set_database_up(false);
+                    self.fatal.cancel();
+                    for op in ops {
+                        self.refuse(op, BalanceError::Unavailable);
+                    }
+                }
+                Err(BatchError::Refused(why)) if ops.len() == 1 => {
+                    metrics::counter!("ilp_balance_refused_total").increment(1);
+                    tracing::error!(error = %why, "PostgreSQL refused a balance operation; it alone fails");
+                    for op in ops {
+                        self.refuse(op, BalanceError::Refused);
+                    }
+                }
+                Err(BatchError::Refused(_)) => {
+                    // Rolled back: find the refused operation by halves; the rest is applied.
+                    let mut ops = ops;
+                    let second = ops.split_off(ops.len() / 2);
+                    work.push(second);
+                    work.push(ops);
+                }
+                Err(BatchError::NotApplied(why)) => {
+                    self.retries += 1;
+                    if self.retries < MAX_RETRIES {
+                        work.push(ops);
+                    } else {
+                        self.retries = 0;
+                        self.database_failed(&BatchError::NotApplied(why));
+                        waiting.extend(ops);
+                        failed = true;
+                    }
+                }
+                Err(err @ BatchError::InDoubt(_)) => {
+                    self.conn = None;
+                    let mut doubtful = Vec::new();
+                    for op in ops {
+                        match op {
+                            Op::Post { .. } => doubtful.push(op),
+                            other => self.refuse(other, BalanceError::Unavailable),
+                        }
+                    }
+                    self.in_doubt = Some((batch_id, doubtful));
+                    self.database_failed(&err);
+                    failed = true;
+                }
+            }
+        }
+        waiting
+    }
+
+    /// Sums `ops` per account with checked arithmetic. Returns the batch, the ops in it and
+    /// the ops that would have overflowed its sums (for the next batch).
+    fn build(&self, ops: Vec<Op>) -> (BalanceBatch, Vec<Op>, Vec<Op>) {
+        let mut batch = BalanceBatch::new();
+        let mut waiting: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut included = Vec::with_capacity(ops.len());
+        let mut deferred = Vec::new();
+        for op in ops {
+            let fits = match &op {
+                Op::Post {
+                    hold, to, credit, ..
+                } => {
+                    let from = batch.get(&hold.account).copied().unwrap_or_default();
+                    let consumed = if hold.reserved { hold.amount } else { 0 };
+                    let from = from.delta.checked_sub(hold.amount).and_then(|delta| {
+                        Some(AccountMove {
+                            delta,
+                            consumed: from.consumed.checked_add(consumed)?,
+                            packets: from.packets.checked_add(1)?,
+                            ..from
+                        })
+                    });
+                    // A payment to oneself moves the same row twice.
+                    let base = match (&from, *to == hold.account) {
+                        (Some(from), true) => Some(*from),
+                        _ => Some(batch.get(to).copied().unwrap_or_default()),
+                    };
+                    let to_move = base.and_then(|to| {
+                        Some(AccountMove {
+                            delta: to.delta.checked_add(*credit)?,
+                            packets: to.packets.checked_add(1)?,
+                            ..to
+                        })
+                    });
+                    match (from, to_move) {
+                        (Some(from), Some(to_move)) => {
+                            batch.insert(hold.account, from);
+                            batch.insert(*to, to_move);
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                Op::TopUp {
+                    account, amount, ..
+                } => {
+                    let sum = waiting.get(account).copied().unwrap_or(0);
+                    match sum.checked_add(*amount) {
+                        Some(sum) => {
+                            waiting.insert(*account, sum);
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                Op::GiveBack { account, amount } => {
+                    let entry = batch.entry(*account).or_default();
+                    match entry.give_back.checked_add(*amount) {
+                        Some(sum) => {
+                            entry.give_back = sum;
+                            true
+                        }
+                        None => false,
+                    }
+                }
+            };
+            if fits {
+                included.push(op);
+            } else {
+                deferred.push(op);
+            }
+        }
+        for (account, amount) in waiting {
+            if let Some(top_up) = self.escrow.top_up(account, amount) {
+                let entry = batch.entry(account).or_default();
+                entry.short = top_up.short;
+                entry.want = top_up.want;
+            }
+        }
+        (batch, included, deferred)
+    }
+
+    /// Answers the ops of a committed batch: posts are recorded, waiting Prepares are held
+    /// (in arrival order) if the reservation now covers them, T04 otherwise.
+    fn answer_committed(&mut self, ops: Vec<Op>) {
+        let mut late = 0u64;
+        for op in ops {
+            match op {
+                Op::Post {
+                    hold, mut reply, ..
+                } => match reply.take() {
+                    Some(reply) => {
+                        self.escrow.end(hold);
+                        let _ = reply.send(Ok(()));
+                    }
+                    None => late += 1,
+                },
+                Op::TopUp {
+                    account,
+                    amount,
+                    reply,
+                } => {
+                    let held = match self.escrow.try_hold(account, amount) {
+                        TryHold::Held(hold) => Ok(hold),
+                        TryHold::NeedsTopUp | TryHold::Never => {
+                            Err(BalanceError::InsufficientLiquidity)
+                        }
+                    };
+                    let _ = reply.send(held);
+                }
+                Op::GiveBack { .. } => {}
+            }
+        }
+        if late > 0 {
+            metrics::counter!("ilp_balance_posts_committed_late_total").increment(late);
+            tracing::error!(
+                posts = late,
+                "Fulfills were recorded after their packets expired: their senders were debited although they saw the packet rejected"
+            );
+        }
+    }
+
+    /// The database did not commit: the first failure of an outage is logged, later ones
+    /// only lengthen the pause.
+    fn database_failed(&mut self, err: &BatchError) {
+        let now = Instant::now();
+        match &mut self.outage {
+            Some(outage) => {
+                outage.backoff = (outage.backoff * 2).min(MAX_BACKOFF);
+                outage.next_try = now + outage.backoff;
+            }
+            None => {
+                tracing::warn!(error = %err, "the balance database does not commit: new Prepares get T00, owed Fulfills are retried until their packets expire");
+                metrics::counter!("ilp_balance_outages_total").increment(1);
+                metrics::gauge!("ilp_balance_database_up").set(0.0);
+                self.escrow.set_database_up(false);
+                self.outage = Some(Outage {
+                    since: now,
+                    backoff: MIN_BACKOFF,
+                    next_try: now + MIN_BACKOFF,
+                    expired_posts: 0,
+                });
+            }
+        }
+    }
+
+    /// The database answered: an outage, if any, is over.
+    fn database_answered(&mut self) {
+        if self.outage.is_none() && self.escrow.database_up() {
+            return;
+        }
+        if let Some(outage) = self.outage.take() {
+            tracing::info!(
+                after = ?outage.since.elapsed(),
+                posts_expired = outage.expired_posts,
+                "the balance database commits again"
+            );
+        }
+        metrics::gauge!("ilp_balance_database_up").set(1.0);
+        self.escrow.set_database_up(true);
     }
 }

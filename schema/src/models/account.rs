@@ -236,14 +236,16 @@ pub async fn update_account(
 #[derive(Debug, thiserror::Error)]
 pub enum RemoveAccountError {
     /// Money is still owed one way or the other, or packets are in flight.
-    #[error("account {username} has balance {balance} and {held} held; settle it to zero first")]
+    #[error(
+        "account {username} has balance {balance} and {reserved} reserved by connectors; settle it to zero first (reservations are given back within seconds of its last packet)"
+    )]
     NotSettled {
         /// The account.
         username: String,
         /// Its balance.
         balance: i64,
-        /// Its holds.
-        held: i64,
+        /// What connectors have reserved on it for its Prepares.
+        reserved: i64,
     },
     /// The database failed.
     #[error(transparent)]
@@ -256,7 +258,7 @@ impl From<diesel::result::Error> for RemoveAccountError {
     }
 }
 
-/// Removes a live account whose balance and holds are zero: marks it deleted (its journal
+/// Removes a live account whose balance and reservations are zero: marks it deleted (its journal
 /// stays) and drops its routes. The balance row is locked while checking, so no packet can
 /// move it in between.
 pub async fn remove_account(
@@ -266,18 +268,18 @@ pub async fn remove_account(
     let username = username.to_owned();
     conn.transaction::<_, RemoveAccountError, _>(async |conn| {
         let account = find_account_by_username(conn, &username).await?;
-        let (balance, held): (i64, i64) = balances::table
+        let (balance, reserved): (i64, i64) = balances::table
             .find(account.id)
-            .select((balances::balance, balances::held))
+            .select((balances::balance, balances::reserved))
             .for_update()
             .first(conn)
             .await
             .map_err(DbError::from)?;
-        if balance != 0 || held != 0 {
+        if balance != 0 || reserved != 0 {
             return Err(RemoveAccountError::NotSettled {
                 username: account.username,
                 balance,
-                held,
+                reserved,
             });
         }
         diesel::delete(routes::table.filter(routes::account_id.eq(account.id)))

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod balance;
+pub mod balance_batch;
 pub mod claim;
 pub mod ledger;
 pub mod route;

@@ -1,13 +1,18 @@
-//! The balance SQL: batches of holds, posts and releases, and the sweeper, on a real PostgreSQL.
+//! The balance SQL: durable batches of posts and reservation changes, the fence that settles a
+//! lost answer, and the sweeper, on a real PostgreSQL.
+
+use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::models::account::insert_account;
 use schema::models::balance::{
-    BalanceBatch, BalanceConnection, BatchError, Post, find_balance, register_instance,
-    sum_journal, sweep_instances,
+    find_balance, register_instance, report_in_flight, sum_journal, sweep_instances,
 };
-use schema::schema::{balance_holds, connector_instances};
+use schema::models::balance_batch::{
+    AccountMove, AccountState, BalanceBatch, BalanceConnection, BatchError,
+};
+use schema::schema::{balance_reservations, connector_instances};
 use schema::test_db::TestDb;
 use uuid::Uuid;
 
@@ -34,28 +39,53 @@ async fn writer(db: &TestDb) -> BalanceConnection {
 async fn apply(
     writer: &BalanceConnection,
     instance: Uuid,
-    batch: BalanceBatch,
-    durable: bool,
-) -> Vec<bool> {
+    moves: &[(i64, AccountMove)],
+) -> Vec<AccountState> {
     writer
-        .apply(instance, Uuid::new_v4(), &batch, durable)
+        .apply(instance, Uuid::new_v4(), &moves.iter().copied().collect())
         .await
         .expect("applying a batch")
 }
 
+fn top_up(short: i64, want: i64) -> AccountMove {
+    AccountMove {
+        short,
+        want,
+        ..Default::default()
+    }
+}
+
+/// A Fulfill of `amount` from a reserved sender: (sender move, receiver move).
+fn post(amount: i64) -> (AccountMove, AccountMove) {
+    (
+        AccountMove {
+            delta: -amount,
+            consumed: amount,
+            packets: 1,
+            ..Default::default()
+        },
+        AccountMove {
+            delta: amount,
+            packets: 1,
+            ..Default::default()
+        },
+    )
+}
+
 async fn instance_share(conn: &mut AsyncPgConnection, instance: Uuid) -> i64 {
-    let amounts: Vec<i64> = balance_holds::table
-        .filter(balance_holds::instance_id.eq(instance))
-        .select(balance_holds::amount)
+    let amounts: Vec<i64> = balance_reservations::table
+        .filter(balance_reservations::instance_id.eq(instance))
+        .select(balance_reservations::amount)
         .load(conn)
         .await
-        .expect("reading holds");
+        .expect("reading reservations");
     amounts.iter().sum()
 }
 
 #[tokio::test]
-async fn batches_keep_balance_equal_to_the_journal() {
-    // Proves invariant 1 per account: balance = sum(journal), and holds end when posted or released.
+async fn posts_consume_the_reservation_and_keep_balance_equal_to_the_journal() {
+    // Proves invariant 1 per account and the escrow bookkeeping: a post lowers the sender's
+    // balance and its reservation by the same amount, raises the next hop's, and journals both.
     let db = TestDb::new().await;
     let conn = &mut db.connect().await;
     let w = writer(&db).await;
@@ -66,82 +96,115 @@ async fn batches_keep_balance_equal_to_the_journal() {
     );
     let me = register_instance(conn, "test").await.unwrap();
 
-    let fits = apply(
-        &w,
-        me,
-        BalanceBatch {
-            holds: vec![(alice, 100), (alice, 200), (carol, 50)],
-            ..Default::default()
-        },
-        false,
-    )
-    .await;
-    assert_eq!(fits, vec![true, true, true]);
-    assert_eq!(find_balance(conn, alice).await.unwrap().held, 300);
-    assert_eq!(instance_share(conn, me).await, 350);
+    let states = apply(&w, me, &[(alice, top_up(300, 300)), (carol, top_up(50, 100))]).await;
+    assert_eq!(
+        states,
+        vec![
+            AccountState {
+                account_id: alice,
+                balance: 0,
+                unlimited: false,
+                reserved: 300
+            },
+            AccountState {
+                account_id: carol,
+                balance: 0,
+                unlimited: true,
+                reserved: 0
+            },
+        ]
+    );
+    assert_eq!(find_balance(conn, alice).await.unwrap().reserved, 300);
 
-    let batch = BalanceBatch {
-        holds: vec![(alice, 10)],
-        posts: vec![
-            Post {
-                from: alice,
-                to: bob,
-                debit: 100,
-                credit: 100,
-            },
-            Post {
-                from: carol,
-                to: bob,
-                debit: 50,
-                credit: 49,
-            },
-        ],
-        releases: vec![(alice, 200)],
+    let (from, to) = post(100);
+    let carol_post = AccountMove {
+        delta: -50,
+        packets: 1,
+        ..Default::default()
     };
-    assert_eq!(apply(&w, me, batch, true).await, vec![true]);
+    let to = AccountMove {
+        delta: to.delta + 49,
+        packets: 2,
+        ..to
+    };
+    apply(&w, me, &[(alice, from), (bob, to), (carol, carol_post)]).await;
 
-    for (id, balance, held) in [(alice, -100, 10), (bob, 149, 0), (carol, -50, 0)] {
+    for (id, balance, reserved) in [(alice, -100, 200), (bob, 149, 0), (carol, -50, 0)] {
         let row = find_balance(conn, id).await.unwrap();
-        assert_eq!((row.balance, row.held), (balance, held), "account {id}");
+        assert_eq!((row.balance, row.reserved), (balance, reserved), "account {id}");
         assert_eq!(
             sum_journal(conn, id).await.unwrap(),
             row.balance,
             "journal of account {id}"
         );
     }
-    assert_eq!(instance_share(conn, me).await, 10);
+    assert_eq!(instance_share(conn, me).await, 200);
 }
 
 #[tokio::test]
-async fn holds_that_do_not_fit_are_refused_in_arrival_order() {
-    // Proves the credit limit is checked per hold, in order, when a batch's total does not fit.
+async fn top_ups_take_what_is_short_and_at_most_half_of_the_rest() {
+    // Proves the sharing rule: a top-up gets its `short` when that much is left, beyond it at
+    // most half of what is left, and never more than is left; a give-back returns credit.
     let db = TestDb::new().await;
     let conn = &mut db.connect().await;
     let w = writer(&db).await;
-    let alice = account(conn, "alice", 1, Some(100)).await;
-    let me = register_instance(conn, "test").await.unwrap();
-    let fits = apply(
-        &w,
-        me,
-        BalanceBatch {
-            holds: vec![(alice, 60), (alice, 50), (alice, 40), (alice, 1)],
-            ..Default::default()
-        },
-        false,
-    )
-    .await;
-    assert_eq!(fits, vec![true, false, true, false]);
+    let alice = account(conn, "alice", 1, Some(1000)).await;
+    let (a, b) = (
+        register_instance(conn, "a").await.unwrap(),
+        register_instance(conn, "b").await.unwrap(),
+    );
+    assert_eq!(apply(&w, a, &[(alice, top_up(100, 900))]).await[0].reserved, 500);
+    assert_eq!(apply(&w, b, &[(alice, top_up(100, 900))]).await[0].reserved, 250);
+    // 250 left: asking for 400 gets all 250 (it cannot have its short).
+    assert_eq!(apply(&w, b, &[(alice, top_up(400, 400))]).await[0].reserved, 500);
+    assert_eq!(apply(&w, a, &[(alice, top_up(1, 1))]).await[0].reserved, 500);
     let row = find_balance(conn, alice).await.unwrap();
-    assert_eq!((row.balance, row.held), (0, 100));
-    assert_eq!(instance_share(conn, me).await, 100);
+    assert_eq!((row.balance, row.reserved), (0, 1000));
+    // a gives 200 back; b may now have it.
+    let give_back = AccountMove {
+        give_back: 200,
+        ..Default::default()
+    };
+    assert_eq!(apply(&w, a, &[(alice, give_back)]).await[0].reserved, 300);
+    assert_eq!(apply(&w, b, &[(alice, top_up(200, 200))]).await[0].reserved, 700);
+    assert_eq!(find_balance(conn, alice).await.unwrap().reserved, 1000);
 }
 
 #[tokio::test]
-async fn concurrent_batches_from_two_instances_never_overdraw() {
-    // Proves invariant 2 across processes: two writers racing on one account stay within its limit.
+async fn absurd_amounts_neither_overflow_nor_break_the_batch_sql() {
+    // Proves the top-up arithmetic is done without bigint overflow: a top-up of i64::MAX on a
+    // huge limit is granted within bounds, and a balance that would leave 64 bits is refused
+    // with nothing applied.
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    let w = writer(&db).await;
+    let rich = account(conn, "rich", 1, Some(i64::MAX)).await;
+    let bob = account(conn, "bob", 2, None).await;
+    let me = register_instance(conn, "test").await.unwrap();
+    let states = apply(&w, me, &[(rich, top_up(i64::MAX, i64::MAX))]).await;
+    assert_eq!(states[0].reserved, i64::MAX);
+    let huge = AccountMove {
+        delta: i64::MAX,
+        packets: 1,
+        ..Default::default()
+    };
+    apply(&w, me, &[(bob, huge)]).await;
+    let again = w
+        .apply(me, Uuid::new_v4(), &[(bob, huge)].into_iter().collect())
+        .await;
+    assert!(matches!(again, Err(BatchError::Refused(_))), "{again:?}");
+    assert_eq!(find_balance(conn, bob).await.unwrap().balance, i64::MAX);
+    assert_eq!(sum_journal(conn, bob).await.unwrap(), i64::MAX);
+}
+
+#[tokio::test]
+async fn concurrent_top_ups_from_two_instances_never_overdraw() {
+    // Proves invariant 2 across processes: two writers racing top-ups and posts on one account
+    // stay within its limit, and their reservations add up to `reserved`.
     let db = TestDb::new().await;
     let setup = &mut db.connect().await;
     let alice = account(setup, "alice", 1, Some(1000)).await;
+    let bob = account(setup, "bob", 2, Some(0)).await;
     let (a, b) = (
         register_instance(setup, "a").await.unwrap(),
         register_instance(setup, "b").await.unwrap(),
@@ -150,64 +213,48 @@ async fn concurrent_batches_from_two_instances_never_overdraw() {
         let db = &db;
         async move {
             let w = writer(db).await;
-            let mut placed = 0;
-            for _ in 0..40 {
-                let fits = apply(
-                    &w,
-                    instance,
-                    BalanceBatch {
-                        holds: vec![(alice, 7); 5],
-                        ..Default::default()
-                    },
-                    false,
-                )
-                .await;
-                placed += fits.iter().filter(|f| **f).count() as i64 * 7;
+            let mut reserved = 0;
+            for round in 0..40 {
+                let mut batch = BalanceBatch::new();
+                batch.insert(alice, top_up(7, 35));
+                if round % 3 == 0 && reserved >= 7 {
+                    // Post one packet of 7 from what is reserved; bob's row too, in id order.
+                    let (from, to) = post(7);
+                    batch.insert(alice, AccountMove { short: 7, want: 35, ..from });
+                    batch.insert(bob, to);
+                }
+                let states = w.apply(instance, Uuid::new_v4(), &batch).await.unwrap();
+                reserved = states[0].reserved;
             }
-            placed
         }
     };
-    let (placed_a, placed_b) = tokio::join!(run(a), run(b));
+    tokio::join!(run(a), run(b));
     let row = find_balance(setup, alice).await.unwrap();
-    assert_eq!(row.held, placed_a + placed_b);
-    assert!(row.held <= 1000 && row.held > 1000 - 7, "held {}", row.held);
+    assert!(row.balance - row.reserved >= -1000, "{row:?}");
     assert_eq!(
         instance_share(setup, a).await + instance_share(setup, b).await,
-        row.held
+        row.reserved
     );
+    assert_eq!(sum_journal(setup, alice).await.unwrap(), row.balance);
+    assert_eq!(find_balance(setup, bob).await.unwrap().balance, -row.balance);
 }
 
 #[tokio::test]
-async fn sweeper_releases_the_holds_of_silent_instances_only() {
-    // Proves a dead process's holds are released, a live one's kept, and the dead one is fenced off.
+async fn sweeper_gives_back_the_reservations_of_silent_instances_only() {
+    // Proves a dead process's reservations are given back, a live one's kept, and the dead one
+    // is fenced off: it can neither post nor reserve afterwards.
     let db = TestDb::new().await;
     let conn = &mut db.connect().await;
     let w = writer(&db).await;
     let alice = account(conn, "alice", 1, Some(1000)).await;
+    let bob = account(conn, "bob", 2, Some(0)).await;
     let (dead, live) = (
         register_instance(conn, "dead").await.unwrap(),
         register_instance(conn, "live").await.unwrap(),
     );
-    apply(
-        &w,
-        dead,
-        BalanceBatch {
-            holds: vec![(alice, 50)],
-            ..Default::default()
-        },
-        false,
-    )
-    .await;
-    apply(
-        &w,
-        live,
-        BalanceBatch {
-            holds: vec![(alice, 30)],
-            ..Default::default()
-        },
-        false,
-    )
-    .await;
+    apply(&w, dead, &[(alice, top_up(50, 50))]).await;
+    apply(&w, live, &[(alice, top_up(30, 30))]).await;
+    report_in_flight(conn, dead, &[(alice, 20, 2)]).await.unwrap();
     diesel::update(connector_instances::table.find(dead))
         .set(connector_instances::heartbeat_at.eq(diesel::dsl::sql("now() - interval '2 minutes'")))
         .execute(conn)
@@ -215,71 +262,132 @@ async fn sweeper_releases_the_holds_of_silent_instances_only() {
         .unwrap();
 
     assert_eq!(
-        sweep_instances(conn, None, std::time::Duration::from_secs(60))
-            .await
-            .unwrap(),
+        sweep_instances(conn, None, Duration::from_secs(60)).await.unwrap(),
         1
     );
-    assert_eq!(find_balance(conn, alice).await.unwrap().held, 30);
+    assert_eq!(find_balance(conn, alice).await.unwrap().reserved, 30);
     assert_eq!(
-        sweep_instances(conn, None, std::time::Duration::from_secs(60))
-            .await
-            .unwrap(),
+        sweep_instances(conn, None, Duration::from_secs(60)).await.unwrap(),
         0
     );
 
-    // The swept process can neither post nor release what it held.
+    let (from, to) = post(20);
     let late = w
-        .apply(
-            dead,
-            Uuid::new_v4(),
-            &BalanceBatch {
-                releases: vec![(alice, 50)],
-                ..Default::default()
-            },
-            false,
-        )
+        .apply(dead, Uuid::new_v4(), &[(alice, from), (bob, to)].into_iter().collect())
         .await;
     assert!(matches!(late, Err(BatchError::InstanceSwept(id)) if id == dead));
-    assert_eq!(find_balance(conn, alice).await.unwrap().held, 30);
+    let row = find_balance(conn, alice).await.unwrap();
+    assert_eq!((row.balance, row.reserved), (0, 30));
+    let in_flight: i64 = diesel::sql_query("SELECT in_flight FROM dashboard_balances WHERE account_id = $1")
+        .bind::<diesel::sql_types::Int8, _>(alice)
+        .get_result::<InFlight>(conn)
+        .await
+        .unwrap()
+        .in_flight;
+    assert_eq!(in_flight, 0, "a swept instance's in-flight report is gone");
+}
+
+#[derive(QueryableByName)]
+struct InFlight {
+    #[diesel(sql_type = diesel::sql_types::Int8)]
+    in_flight: i64,
 }
 
 #[tokio::test]
-async fn a_committed_batch_can_be_recognised_after_the_fact() {
-    // Proves the writer can tell a committed batch of posts from a lost one after an ambiguous error.
+async fn in_flight_reports_replace_each_other_and_show_in_the_view() {
+    // Proves the dashboard's in-flight figure is the sum of every instance's latest report.
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    let alice = account(conn, "alice", 1, Some(1000)).await;
+    let (a, b) = (
+        register_instance(conn, "a").await.unwrap(),
+        register_instance(conn, "b").await.unwrap(),
+    );
+    report_in_flight(conn, a, &[(alice, 20, 2)]).await.unwrap();
+    report_in_flight(conn, b, &[(alice, 5, 1)]).await.unwrap();
+    report_in_flight(conn, a, &[(alice, 7, 1)]).await.unwrap();
+    let read = async |conn: &mut AsyncPgConnection| {
+        diesel::sql_query("SELECT in_flight FROM dashboard_balances WHERE account_id = $1")
+            .bind::<diesel::sql_types::Int8, _>(alice)
+            .get_result::<InFlight>(conn)
+            .await
+            .unwrap()
+            .in_flight
+    };
+    assert_eq!(read(conn).await, 12);
+    report_in_flight(conn, a, &[]).await.unwrap();
+    assert_eq!(read(conn).await, 5);
+}
+
+#[tokio::test]
+async fn a_committed_batch_is_recognised_after_the_fact() {
+    // Proves invariant 6's resolution: after a lost answer the fence tells a committed batch
+    // from one that never was, so the writer never applies a post twice.
     let db = TestDb::new().await;
     let conn = &mut db.connect().await;
     let w = writer(&db).await;
     let alice = account(conn, "alice", 1, Some(1000)).await;
     let bob = account(conn, "bob", 2, Some(0)).await;
     let me = register_instance(conn, "test").await.unwrap();
-    apply(
-        &w,
-        me,
-        BalanceBatch {
-            holds: vec![(alice, 1)],
-            ..Default::default()
-        },
-        false,
-    )
-    .await;
+    apply(&w, me, &[(alice, top_up(1, 1))]).await;
     let batch_id = Uuid::new_v4();
-    w.apply(
-        me,
-        batch_id,
-        &BalanceBatch {
-            posts: vec![Post {
-                from: alice,
-                to: bob,
-                debit: 1,
-                credit: 1,
-            }],
-            ..Default::default()
-        },
-        true,
-    )
-    .await
-    .unwrap();
+    let (from, to) = post(1);
+    w.apply(me, batch_id, &[(alice, from), (bob, to)].into_iter().collect())
+        .await
+        .unwrap();
     assert!(w.batch_committed(me, batch_id).await.unwrap());
     assert!(!w.batch_committed(me, Uuid::new_v4()).await.unwrap());
+}
+
+#[tokio::test]
+async fn resolving_a_lost_answer_waits_for_the_transaction_still_open() {
+    // Proves the resolution is final: while the batch's transaction is still open (its COMMIT
+    // not yet done, as when the client's connection broke mid-commit), the question waits, and
+    // then answers what that transaction did.
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    let me = register_instance(conn, "test").await.unwrap();
+    let batch_id = Uuid::new_v4();
+    let open = tokio_postgres_client(&db).await;
+    open.batch_execute(&format!(
+        "BEGIN; UPDATE connector_instances SET last_batch_id = '{batch_id}' WHERE id = '{me}'"
+    ))
+    .await
+    .unwrap();
+    let w = writer(&db).await;
+    let asking = w.batch_committed(me, batch_id);
+    tokio::pin!(asking);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut asking)
+            .await
+            .is_err(),
+        "answered while the batch was still open"
+    );
+    open.batch_execute("COMMIT").await.unwrap();
+    assert!(asking.await.unwrap());
+
+    // And a transaction that rolls back leaves the fence as it was.
+    let other = Uuid::new_v4();
+    open.batch_execute(&format!(
+        "BEGIN; UPDATE connector_instances SET last_batch_id = '{other}' WHERE id = '{me}'"
+    ))
+    .await
+    .unwrap();
+    let asking = w.batch_committed(me, other);
+    tokio::pin!(asking);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut asking)
+            .await
+            .is_err()
+    );
+    open.batch_execute("ROLLBACK").await.unwrap();
+    assert!(!asking.await.unwrap());
+}
+
+async fn tokio_postgres_client(db: &TestDb) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
 }

@@ -40,20 +40,20 @@ async fn account(
 
 #[tokio::test]
 async fn balance_below_credit_limit_is_refused() {
-    // Proves the no-overdraft CHECK: balance - held never goes below -credit_limit.
+    // Proves the no-overdraft CHECK: balance - reserved never goes below -credit_limit.
     let db = TestDb::new().await;
     let conn = &mut db.connect().await;
     let id = account(conn, "alice", 1, Some(100)).await;
 
-    // Down to exactly the limit is allowed, holds included.
+    // Down to exactly the limit is allowed, reservations included.
     diesel::update(balances::table.find(id))
-        .set((balances::balance.eq(-60), balances::held.eq(40)))
+        .set((balances::balance.eq(-60), balances::reserved.eq(40)))
         .execute(conn)
         .await
         .unwrap();
-    // One more base unit, as a hold or as a posted debit, is refused.
+    // One more base unit, as a reservation or as a posted debit, is refused.
     let hold = diesel::update(balances::table.find(id))
-        .set(balances::held.eq(41))
+        .set(balances::reserved.eq(41))
         .execute(conn)
         .await;
     assert!(
@@ -71,7 +71,7 @@ async fn balance_below_credit_limit_is_refused() {
     let row = schema::models::balance::find_balance(conn, id)
         .await
         .unwrap();
-    assert_eq!((row.balance, row.held), (-60, 40));
+    assert_eq!((row.balance, row.reserved), (-60, 40));
 }
 
 #[tokio::test]

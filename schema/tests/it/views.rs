@@ -22,22 +22,24 @@ struct BalanceViewRow {
     #[diesel(sql_type = BigInt)]
     balance: i64,
     #[diesel(sql_type = BigInt)]
-    held: i64,
+    reserved: i64,
     #[diesel(sql_type = BigInt)]
-    available: i64,
+    in_flight: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    available: Option<i64>,
     #[diesel(sql_type = Nullable<BigInt>)]
     credit_limit: Option<i64>,
     #[diesel(sql_type = Text)]
     balance_whole: String,
     #[diesel(sql_type = Text)]
-    held_whole: String,
+    reserved_whole: String,
     #[diesel(sql_type = Nullable<BigInt>)]
     settle_threshold: Option<i64>,
     #[diesel(sql_type = Nullable<Text>)]
     ledger: Option<String>,
 }
 
-/// id, username, scale, balance, held, credit limit, settle threshold, ledger.
+/// id, username, scale, balance, reserved, credit limit, settle threshold, ledger.
 type RawBalance = (
     i64,
     String,
@@ -91,7 +93,7 @@ async fn dashboard_views_match_the_tables() {
     let db = TestDb::new().await;
     let conn = &mut db.connect().await;
     let mut ids = Vec::new();
-    for (i, (name, asset, scale, balance, held, limit)) in [
+    for (i, (name, asset, scale, balance, reserved, limit)) in [
         ("alice", "USD", 2i16, 1234i64, 0i64, Some(500i64)),
         ("bob", "EUR", 3, 5000, 250, None),
         ("carol", "XRP", 9, -7, 3, Some(100)),
@@ -106,7 +108,7 @@ async fn dashboard_views_match_the_tables() {
             .unwrap()
             .id;
         diesel::update(balances::table.find(id))
-            .set((balances::balance.eq(balance), balances::held.eq(held)))
+            .set((balances::balance.eq(balance), balances::reserved.eq(reserved)))
             .execute(conn)
             .await
             .unwrap();
@@ -140,8 +142,8 @@ async fn dashboard_views_match_the_tables() {
     remove_account(conn, "erin").await.unwrap();
 
     let view: Vec<BalanceViewRow> = diesel::sql_query(
-        "SELECT account_id, username, asset_scale, balance, held, available, credit_limit, \
-         balance_whole::text AS balance_whole, held_whole::text AS held_whole, settle_threshold, ledger \
+        "SELECT account_id, username, asset_scale, balance, reserved, in_flight, available, credit_limit, \
+         balance_whole::text AS balance_whole, reserved_whole::text AS reserved_whole, settle_threshold, ledger \
          FROM dashboard_balances ORDER BY account_id",
     )
     .load(conn)
@@ -156,7 +158,7 @@ async fn dashboard_views_match_the_tables() {
             accounts::username,
             accounts::asset_scale,
             balances::balance,
-            balances::held,
+            balances::reserved,
             balances::credit_limit,
             accounts::settle_threshold,
             accounts::ledger,
@@ -166,7 +168,7 @@ async fn dashboard_views_match_the_tables() {
         .unwrap();
     assert_eq!(view.len(), raw.len());
     assert!(view.iter().all(|row| row.account_id != erin));
-    for (row, (id, username, scale, balance, held, limit, threshold, ledger)) in
+    for (row, (id, username, scale, balance, reserved, limit, threshold, ledger)) in
         view.iter().zip(raw)
     {
         assert_eq!(
@@ -174,8 +176,8 @@ async fn dashboard_views_match_the_tables() {
             (id, &username, scale)
         );
         assert_eq!(
-            (row.balance, row.held, row.available),
-            (balance, held, balance - held),
+            (row.balance, row.reserved, row.in_flight, row.available),
+            (balance, reserved, 0, limit.map(|l| balance - reserved + l)),
             "{row:?}"
         );
         assert_eq!(
@@ -189,8 +191,8 @@ async fn dashboard_views_match_the_tables() {
             "{row:?}"
         );
         assert_eq!(
-            row.held_whole.parse::<Decimal>().unwrap(),
-            whole(held),
+            row.reserved_whole.parse::<Decimal>().unwrap(),
+            whole(reserved),
             "{row:?}"
         );
     }

@@ -1,0 +1,346 @@
+//! The balance writer's SQL: one durable transaction per batch of Fulfills and reservation
+//! changes, fenced by the batch's identity so that an unknown outcome is settled by asking.
+//!
+//! A batch is, per account, the balance change of its posted Fulfills, the part of this
+//! instance's reservation they consumed, a top-up asked for, and a reservation given back.
+//! It is sent as one pipeline (one round trip):
+//!
+//! 1. `BEGIN`
+//! 2. the fence: this instance's row records the batch id (and fails if the instance was
+//!    swept); it is also the first lock taken, the same order the sweeper uses;
+//! 3. the balance rows of the batch locked in account-id order, so replicas never deadlock;
+//! 4. the changes (balances, journal, this instance's reservations), only if the fence holds;
+//! 5. `COMMIT`, durable (`synchronous_commit` on).
+//!
+//! When the answer is lost (connection cut, PostgreSQL killed during the commit),
+//! [`BalanceConnection::batch_committed`] waits for that transaction to end and reads the
+//! fence: the batch was applied exactly when the fence holds its id. The writer asks this
+//! before it submits any operation of the batch again, so nothing is applied twice.
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::{DbError, PoolConfig};
+
+/// What one batch changes on one account. Every amount is in the account's base units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountMove {
+    /// Change of `balances.balance` (credits minus debits of the posted Fulfills).
+    pub delta: i64,
+    /// Part of this instance's reservation the posted debits used up (0 for accounts without
+    /// a credit limit, whose Prepares need no reservation).
+    pub consumed: i64,
+    /// Fulfills posted on this account (journal `packet_count`).
+    pub packets: i64,
+    /// Top-up this instance needs at least for the Prepares waiting on it.
+    pub short: i64,
+    /// Top-up this instance would like (`>= short`), to cover the next moments of traffic.
+    pub want: i64,
+    /// Reservation this instance gives back (idle, or more than its traffic needs).
+    pub give_back: i64,
+}
+
+impl AccountMove {
+    /// True when the move changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == AccountMove::default()
+    }
+}
+
+/// One batch: moves keyed (and so sorted) by account id.
+pub type BalanceBatch = BTreeMap<i64, AccountMove>;
+
+/// An account after a committed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountState {
+    /// The account.
+    pub account_id: i64,
+    /// Its balance after the batch.
+    pub balance: i64,
+    /// True when it has no credit limit (its Prepares need no reservation).
+    pub unlimited: bool,
+    /// This instance's reservation on it after the batch.
+    pub reserved: i64,
+}
+
+/// Why a batch was not (known to be) applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// This connector instance is no longer registered: a sweeper released its reservations
+    /// after its heartbeat stopped. Nothing was applied; the process must not go on.
+    #[error("connector instance {0} was swept; its reservations were released")]
+    InstanceSwept(Uuid),
+    /// PostgreSQL refused an operation of the batch (a CHECK, an amount out of range): the
+    /// transaction rolled back. Split the batch to find the operation.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The transaction rolled back for a reason that has nothing to do with its content
+    /// (statement timeout, deadlock): apply it again as it is.
+    #[error("not applied: {0}")]
+    NotApplied(String),
+    /// The connection failed: the batch may or may not have committed. Ask
+    /// [`BalanceConnection::batch_committed`] before applying any of it again.
+    #[error("outcome unknown: {0}")]
+    InDoubt(String),
+}
+
+/// Locks the fence row first: the sweeper locks instance rows before balance rows too.
+const FENCE: &str = "UPDATE connector_instances SET last_batch_id = $2::text::uuid, heartbeat_at = now() \
+                     WHERE id = $1::text::uuid";
+
+/// Locks the balance rows of the batch in account-id order (LockRows runs above the sort).
+const LOCK: &str =
+    "SELECT account_id FROM balances WHERE account_id = ANY($1::int8[]) ORDER BY account_id FOR UPDATE";
+
+/// Applies the moves when the fence holds this batch. A top-up is granted from what the
+/// account has left (`balance - reserved + credit_limit`, after this batch's own moves): at
+/// least `short` when that much is left, otherwise all that is left, and beyond `short` at
+/// most half of what is left, so replicas share the last of an account's credit. All of it
+/// in NUMERIC, so no amount overflows. Returns, per account, its new balance, whether it is
+/// unlimited and this instance's reservation on it.
+const APPLY: &str = "\
+WITH v AS (SELECT * FROM unnest($3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[]) \
+                AS v(account_id, delta, consumed, packets, short, want, give_back) \
+           WHERE EXISTS (SELECT 1 FROM connector_instances WHERE id = $1::text::uuid AND last_batch_id = $2::text::uuid)), \
+c AS (SELECT v.*, b.credit_limit IS NULL AS unlimited, \
+             CASE WHEN b.credit_limit IS NULL OR v.want = 0 THEN 0::int8 \
+                  ELSE GREATEST(0, LEAST(w.available, \
+                                         GREATEST(v.short::numeric, LEAST(v.want::numeric, floor(w.available / 2))), \
+                                         9223372036854775807::numeric - w.kept))::int8 END AS granted \
+      FROM v JOIN balances b ON b.account_id = v.account_id \
+      CROSS JOIN LATERAL (SELECT b.reserved::numeric - v.consumed - v.give_back AS kept) k \
+      CROSS JOIN LATERAL (SELECT b.balance::numeric + v.delta + b.credit_limit - k.kept AS available, k.kept) w), \
+moved AS (UPDATE balances b SET balance = b.balance + c.delta, \
+                               reserved = b.reserved - c.consumed - c.give_back + c.granted, updated_at = now() \
+          FROM c WHERE b.account_id = c.account_id \
+          RETURNING b.account_id, b.balance, c.unlimited, c.granted - c.consumed - c.give_back AS share_delta), \
+journal AS (INSERT INTO balance_journal (account_id, amount, kind, reference, packet_count) \
+            SELECT account_id, delta, 'packets', $2, packets FROM v WHERE delta <> 0), \
+share AS (UPDATE balance_reservations r SET amount = r.amount + m.share_delta FROM moved m \
+          WHERE r.instance_id = $1::text::uuid AND r.account_id = m.account_id AND m.share_delta <> 0 \
+          RETURNING r.account_id, r.amount), \
+fresh AS (INSERT INTO balance_reservations (instance_id, account_id, amount) \
+          SELECT $1::text::uuid, m.account_id, m.share_delta FROM moved m \
+          WHERE m.share_delta > 0 AND NOT EXISTS (SELECT 1 FROM balance_reservations r \
+                WHERE r.instance_id = $1::text::uuid AND r.account_id = m.account_id) \
+          RETURNING account_id, amount) \
+SELECT m.account_id, m.balance, m.unlimited, \
+       coalesce(s.amount, f.amount, (SELECT r.amount FROM balance_reservations r \
+                WHERE r.instance_id = $1::text::uuid AND r.account_id = m.account_id), 0) AS reserved \
+FROM moved m LEFT JOIN share s USING (account_id) LEFT JOIN fresh f USING (account_id)";
+
+/// Waits for any transaction still holding this instance's row (a batch whose answer was
+/// lost) to end, then reads the fence.
+const RESOLVE: &str =
+    "SELECT last_batch_id::text FROM connector_instances WHERE id = $1::text::uuid FOR SHARE";
+
+/// This instance's reservations, as committed.
+const RESERVATIONS: &str =
+    "SELECT account_id, amount FROM balance_reservations WHERE instance_id = $1::text::uuid";
+
+/// The balance writer's own connection: tokio-postgres with its statements prepared once.
+pub struct BalanceConnection {
+    client: tokio_postgres::Client,
+    fence: tokio_postgres::Statement,
+    lock: tokio_postgres::Statement,
+    apply: tokio_postgres::Statement,
+    resolve: tokio_postgres::Statement,
+    reservations: tokio_postgres::Statement,
+}
+
+impl std::fmt::Debug for BalanceConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalanceConnection").finish_non_exhaustive()
+    }
+}
+
+/// The text of a tokio-postgres error, with its constraint or cause.
+fn error_text(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => match db.constraint() {
+            Some(constraint) => format!("{} ({constraint})", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => crate::error::with_causes(err),
+    }
+}
+
+/// Sorts a failed batch statement into what the writer does next.
+fn classify(err: &tokio_postgres::Error) -> BatchError {
+    let text = error_text(err);
+    let Some(code) = err.code() else {
+        return BatchError::InDoubt(text); // the connection, not the statement, failed
+    };
+    let class = &code.code()[..2];
+    if class == "08"
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+    {
+        BatchError::InDoubt(text)
+    } else if class == "40"
+        || *code == SqlState::QUERY_CANCELED
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+        || *code == SqlState::IN_FAILED_SQL_TRANSACTION
+    {
+        BatchError::NotApplied(text)
+    } else {
+        BatchError::Refused(text)
+    }
+}
+
+fn unavailable(err: tokio_postgres::Error) -> DbError {
+    DbError::Unavailable(error_text(&err))
+}
+
+impl BalanceConnection {
+    /// Connects as `config` says and prepares the statements. Every commit on it is durable:
+    /// `synchronous_commit` is raised to `on` when the server's default is `off`.
+    pub async fn connect(config: &PoolConfig) -> Result<BalanceConnection, DbError> {
+        let connecting = async {
+            let (client, connection) = tokio_postgres::connect(&config.url, tokio_postgres::NoTls)
+                .await
+                .map_err(unavailable)?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "balance connection closed");
+                }
+            });
+            client
+                .batch_execute(&format!(
+                    "SET statement_timeout = {}; SET application_name = '{}'; \
+                     SET plan_cache_mode = force_generic_plan",
+                    config.statement_timeout.as_millis(),
+                    config.application_name.replace('\'', "''"),
+                ))
+                .await
+                .map_err(unavailable)?;
+            let commit_mode: String = client
+                .query_one("SHOW synchronous_commit", &[])
+                .await
+                .map_err(unavailable)?
+                .get(0);
+            if commit_mode == "off" {
+                client
+                    .batch_execute("SET synchronous_commit = on")
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Ok(BalanceConnection {
+                fence: client.prepare(FENCE).await.map_err(unavailable)?,
+                lock: client.prepare(LOCK).await.map_err(unavailable)?,
+                apply: client.prepare(APPLY).await.map_err(unavailable)?,
+                resolve: client.prepare(RESOLVE).await.map_err(unavailable)?,
+                reservations: client.prepare(RESERVATIONS).await.map_err(unavailable)?,
+                client,
+            })
+        };
+        tokio::time::timeout(config.connect_timeout, connecting)
+            .await
+            .map_err(|_| {
+                DbError::Unavailable(format!("no connection within {:?}", config.connect_timeout))
+            })?
+    }
+
+    /// True once the server side of the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Applies `batch` in one durable transaction under the identity `batch_id` and returns
+    /// the state of every account it touched. Empty moves are skipped.
+    pub async fn apply(
+        &self,
+        instance: Uuid,
+        batch_id: Uuid,
+        batch: &BalanceBatch,
+    ) -> Result<Vec<AccountState>, BatchError> {
+        let moves: Vec<(i64, &AccountMove)> = batch
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(id, m)| (*id, m))
+            .collect();
+        let column = |f: fn(&AccountMove) -> i64| moves.iter().map(|(_, m)| f(m)).collect();
+        let ids: Vec<i64> = moves.iter().map(|(id, _)| *id).collect();
+        let (delta, consumed, packets): (Vec<i64>, Vec<i64>, Vec<i64>) =
+            (column(|m| m.delta), column(|m| m.consumed), column(|m| m.packets));
+        let (short, want, give_back): (Vec<i64>, Vec<i64>, Vec<i64>) =
+            (column(|m| m.short), column(|m| m.want), column(|m| m.give_back));
+        let (instance_text, batch_text) = (instance.to_string(), batch_id.to_string());
+        let client = &self.client;
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &instance_text,
+            &batch_text,
+            &ids,
+            &delta,
+            &consumed,
+            &packets,
+            &short,
+            &want,
+            &give_back,
+        ];
+        // Polled in order, so the five go out back to back: one round trip.
+        let (begun, fenced, locked, applied, committed) = futures_util::future::join5(
+            client.batch_execute("BEGIN"),
+            client.execute(&self.fence, &[&instance_text, &batch_text]),
+            client.execute(&self.lock, &[&ids]),
+            client.query(&self.apply, &params),
+            client.batch_execute("COMMIT"),
+        )
+        .await;
+        // The first failure tells what happened: an error inside the transaction rolls it
+        // back (its COMMIT answers ROLLBACK); only a failed connection leaves it in doubt.
+        begun.map_err(|e| classify(&e))?;
+        let fenced = fenced.map_err(|e| classify(&e))?;
+        locked.map_err(|e| classify(&e))?;
+        let rows = applied.map_err(|e| classify(&e))?;
+        committed.map_err(|e| classify(&e))?;
+        if fenced == 0 {
+            return Err(BatchError::InstanceSwept(instance));
+        }
+        Ok(rows
+            .iter()
+            .map(|row| AccountState {
+                account_id: row.get(0),
+                balance: row.get(1),
+                unlimited: row.get(2),
+                reserved: row.get(3),
+            })
+            .collect())
+    }
+
+    /// Whether batch `batch_id` of `instance` committed. Waits until no transaction holds the
+    /// instance's row any more (a batch whose answer was lost may still be committing), so
+    /// the answer is final. This transaction only reads, so it does not wait for a
+    /// synchronous standby.
+    pub async fn batch_committed(&self, instance: Uuid, batch_id: Uuid) -> Result<bool, BatchError> {
+        let instance_text = instance.to_string();
+        let (begun, row, committed) = futures_util::future::join3(
+            self.client
+                .batch_execute("BEGIN; SET LOCAL synchronous_commit = local"),
+            self.client.query_opt(&self.resolve, &[&instance_text]),
+            self.client.batch_execute("COMMIT"),
+        )
+        .await;
+        begun.map_err(|e| classify(&e))?;
+        let row = row.map_err(|e| classify(&e))?;
+        committed.map_err(|e| classify(&e))?;
+        let Some(row) = row else {
+            return Err(BatchError::InstanceSwept(instance));
+        };
+        Ok(row.get::<_, Option<String>>(0) == Some(batch_id.to_string()))
+    }
+
+    /// This instance's reservations as committed: (account, amount).
+    pub async fn reservations(&self, instance: Uuid) -> Result<Vec<(i64, i64)>, BatchError> {
+        let rows = self
+            .client
+            .query(&self.reservations, &[&instance.to_string()])
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+}
