@@ -639,7 +639,13 @@ pub async fn run_balances(conn: &mut AsyncPgConnection, out: Output) -> anyhow::
     } else {
         println!(
             "{:<20} {:<6} {:>20} {:>20} {:>20} {:>20} {:>24}",
-            "USERNAME", "ASSET", "BALANCE", "RESERVED", "IN FLIGHT", "CREDIT LIMIT", "BALANCE (WHOLE)"
+            "USERNAME",
+            "ASSET",
+            "BALANCE",
+            "RESERVED",
+            "IN FLIGHT",
+            "CREDIT LIMIT",
+            "BALANCE (WHOLE)"
         );
         for r in &rows {
             println!(

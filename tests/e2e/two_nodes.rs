@@ -15,8 +15,8 @@ use connector::packet::ildcp::PEER_PROTOCOL_CONDITION;
 use connector::packet::{AddressRef, Packet, PrepareBuilder};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use e2e::{
-    AccountBalance, Behaviour, Node, Receiver, SettlementWorker, free_port,
-    http_get, metric, run_traffic, send_prepare,
+    AccountBalance, Behaviour, Node, Receiver, SettlementWorker, free_port, http_get, metric,
+    run_traffic, send_prepare,
 };
 use ed25519_dalek::SigningKey;
 use hyper::StatusCode;

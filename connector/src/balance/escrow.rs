@@ -233,7 +233,10 @@ impl Escrow {
         }
         let now = Instant::now();
         for (account, amount) in committed {
-            slots.entry(account).or_insert_with(|| Slot::new(now)).reserved = amount;
+            slots
+                .entry(account)
+                .or_insert_with(|| Slot::new(now))
+                .reserved = amount;
         }
     }
 

@@ -21,9 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use schema::PoolConfig;
-use schema::models::balance_batch::{
-    AccountMove, BalanceBatch, BalanceConnection, BatchError,
-};
+use schema::models::balance_batch::{AccountMove, BalanceBatch, BalanceConnection, BatchError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +61,9 @@ enum Op {
     TopUp {
         account: i64,
         amount: i64,
+        /// Top-ups committed for it already: Prepares held meanwhile may have used what one
+        /// brought, so a second is tried before T04.
+        tries: u8,
         reply: Reply<Hold>,
     },
     /// Reservation this instance no longer needs (already lowered in the escrow).
@@ -124,6 +125,7 @@ impl BalanceStore for PgBalanceStore {
                     .send(Op::TopUp {
                         account,
                         amount,
+                        tries: 0,
                         reply,
                     })
                     .await
@@ -241,6 +243,10 @@ impl Writer {
             {
                 match self.reconnect().await {
                     Ok(again) => {
+                        // The resync put back the committed reservations, give-backs not yet
+                        // sent included: sending those now would leave the escrow above the
+                        // database. The next tick works them out again.
+                        pending.retain(|op| !matches!(op, Op::GiveBack { .. }));
                         pending.splice(0..0, again);
                         self.database_answered();
                     }
@@ -273,6 +279,7 @@ impl Writer {
                 Op::TopUp {
                     account,
                     amount,
+                    tries,
                     reply,
                 } => match self.escrow.try_hold(account, amount) {
                     TryHold::Held(hold) => {
@@ -284,6 +291,7 @@ impl Writer {
                     TryHold::NeedsTopUp => kept.push(Op::TopUp {
                         account,
                         amount,
+                        tries,
                         reply,
                     }),
                 },
@@ -383,7 +391,7 @@ impl Writer {
                     ops = ops.len(),
                     "a balance batch whose answer was lost had committed; its posts stand"
                 );
-                self.answer_committed(ops);
+                again = self.answer_committed(ops);
             } else {
                 again = ops;
             }
@@ -406,7 +414,7 @@ impl Writer {
             let (batch, ops, deferred) = self.build(ops);
             waiting.extend(deferred);
             if batch.values().all(AccountMove::is_empty) {
-                self.answer_committed(ops);
+                waiting.extend(self.answer_committed(ops));
                 continue;
             }
             let Some(conn) = self.conn.as_ref() else {
@@ -424,7 +432,7 @@ impl Writer {
                     self.retries = 0;
                     self.database_answered();
                     self.escrow.apply_states(&states);
-                    self.answer_committed(ops);
+                    waiting.extend(self.answer_committed(ops));
                 }
                 Err(BatchError::InstanceSwept(id)) => {
                     tracing::error!(connector.instance = %id, "this connector's reservations were swept; stopping");
@@ -560,8 +568,10 @@ impl Writer {
     }
 
     /// Answers the ops of a committed batch: posts are recorded, waiting Prepares are held
-    /// (in arrival order) if the reservation now covers them, T04 otherwise.
-    fn answer_committed(&mut self, ops: Vec<Op>) {
+    /// (in arrival order) if the reservation now covers them, T04 after a second top-up that
+    /// did not cover them. Returns the Prepares that get that second top-up.
+    fn answer_committed(&mut self, ops: Vec<Op>) -> Vec<Op> {
+        let mut again = Vec::new();
         let mut late = 0u64;
         for op in ops {
             match op {
@@ -577,16 +587,22 @@ impl Writer {
                 Op::TopUp {
                     account,
                     amount,
+                    tries,
                     reply,
-                } => {
-                    let held = match self.escrow.try_hold(account, amount) {
-                        TryHold::Held(hold) => Ok(hold),
-                        TryHold::NeedsTopUp | TryHold::Never => {
-                            Err(BalanceError::InsufficientLiquidity)
-                        }
-                    };
-                    let _ = reply.send(held);
-                }
+                } => match self.escrow.try_hold(account, amount) {
+                    TryHold::Held(hold) => {
+                        let _ = reply.send(Ok(hold));
+                    }
+                    TryHold::NeedsTopUp if tries == 0 => again.push(Op::TopUp {
+                        account,
+                        amount,
+                        tries: 1,
+                        reply,
+                    }),
+                    TryHold::NeedsTopUp | TryHold::Never => {
+                        let _ = reply.send(Err(BalanceError::InsufficientLiquidity));
+                    }
+                },
                 Op::GiveBack { .. } => {}
             }
         }
@@ -597,6 +613,7 @@ impl Writer {
                 "Fulfills were recorded after their packets expired: their senders were debited although they saw the packet rejected"
             );
         }
+        again
     }
 
     /// The database did not commit: the first failure of an outage is logged, later ones

@@ -92,8 +92,7 @@ const FENCE: &str = "UPDATE connector_instances SET last_batch_id = $2::text::uu
                      WHERE id = $1::text::uuid";
 
 /// Locks the balance rows of the batch in account-id order (LockRows runs above the sort).
-const LOCK: &str =
-    "SELECT account_id FROM balances WHERE account_id = ANY($1::int8[]) ORDER BY account_id FOR UPDATE";
+const LOCK: &str = "SELECT account_id FROM balances WHERE account_id = ANY($1::int8[]) ORDER BY account_id FOR UPDATE";
 
 /// Applies the moves when the fence holds this batch. A top-up is granted from what the
 /// account has left (`balance - reserved + credit_limit`, after this batch's own moves): at
@@ -265,10 +264,16 @@ impl BalanceConnection {
             .collect();
         let column = |f: fn(&AccountMove) -> i64| moves.iter().map(|(_, m)| f(m)).collect();
         let ids: Vec<i64> = moves.iter().map(|(id, _)| *id).collect();
-        let (delta, consumed, packets): (Vec<i64>, Vec<i64>, Vec<i64>) =
-            (column(|m| m.delta), column(|m| m.consumed), column(|m| m.packets));
-        let (short, want, give_back): (Vec<i64>, Vec<i64>, Vec<i64>) =
-            (column(|m| m.short), column(|m| m.want), column(|m| m.give_back));
+        let (delta, consumed, packets): (Vec<i64>, Vec<i64>, Vec<i64>) = (
+            column(|m| m.delta),
+            column(|m| m.consumed),
+            column(|m| m.packets),
+        );
+        let (short, want, give_back): (Vec<i64>, Vec<i64>, Vec<i64>) = (
+            column(|m| m.short),
+            column(|m| m.want),
+            column(|m| m.give_back),
+        );
         let (instance_text, batch_text) = (instance.to_string(), batch_id.to_string());
         let client = &self.client;
         let params: [&(dyn ToSql + Sync); 9] = [
@@ -316,7 +321,11 @@ impl BalanceConnection {
     /// instance's row any more (a batch whose answer was lost may still be committing), so
     /// the answer is final. This transaction only reads, so it does not wait for a
     /// synchronous standby.
-    pub async fn batch_committed(&self, instance: Uuid, batch_id: Uuid) -> Result<bool, BatchError> {
+    pub async fn batch_committed(
+        &self,
+        instance: Uuid,
+        batch_id: Uuid,
+    ) -> Result<bool, BatchError> {
         let instance_text = instance.to_string();
         let (begun, row, committed) = futures_util::future::join3(
             self.client

@@ -1,5 +1,6 @@
 //! The balance SQL: durable batches of posts and reservation changes, the fence that settles a
 //! lost answer, and the sweeper, on a real PostgreSQL.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -96,7 +97,12 @@ async fn posts_consume_the_reservation_and_keep_balance_equal_to_the_journal() {
     );
     let me = register_instance(conn, "test").await.unwrap();
 
-    let states = apply(&w, me, &[(alice, top_up(300, 300)), (carol, top_up(50, 100))]).await;
+    let states = apply(
+        &w,
+        me,
+        &[(alice, top_up(300, 300)), (carol, top_up(50, 100))],
+    )
+    .await;
     assert_eq!(
         states,
         vec![
@@ -131,7 +137,11 @@ async fn posts_consume_the_reservation_and_keep_balance_equal_to_the_journal() {
 
     for (id, balance, reserved) in [(alice, -100, 200), (bob, 149, 0), (carol, -50, 0)] {
         let row = find_balance(conn, id).await.unwrap();
-        assert_eq!((row.balance, row.reserved), (balance, reserved), "account {id}");
+        assert_eq!(
+            (row.balance, row.reserved),
+            (balance, reserved),
+            "account {id}"
+        );
         assert_eq!(
             sum_journal(conn, id).await.unwrap(),
             row.balance,
@@ -153,11 +163,23 @@ async fn top_ups_take_what_is_short_and_at_most_half_of_the_rest() {
         register_instance(conn, "a").await.unwrap(),
         register_instance(conn, "b").await.unwrap(),
     );
-    assert_eq!(apply(&w, a, &[(alice, top_up(100, 900))]).await[0].reserved, 500);
-    assert_eq!(apply(&w, b, &[(alice, top_up(100, 900))]).await[0].reserved, 250);
+    assert_eq!(
+        apply(&w, a, &[(alice, top_up(100, 900))]).await[0].reserved,
+        500
+    );
+    assert_eq!(
+        apply(&w, b, &[(alice, top_up(100, 900))]).await[0].reserved,
+        250
+    );
     // 250 left: asking for 400 gets all 250 (it cannot have its short).
-    assert_eq!(apply(&w, b, &[(alice, top_up(400, 400))]).await[0].reserved, 500);
-    assert_eq!(apply(&w, a, &[(alice, top_up(1, 1))]).await[0].reserved, 500);
+    assert_eq!(
+        apply(&w, b, &[(alice, top_up(400, 400))]).await[0].reserved,
+        500
+    );
+    assert_eq!(
+        apply(&w, a, &[(alice, top_up(1, 1))]).await[0].reserved,
+        500
+    );
     let row = find_balance(conn, alice).await.unwrap();
     assert_eq!((row.balance, row.reserved), (0, 1000));
     // a gives 200 back; b may now have it.
@@ -166,7 +188,10 @@ async fn top_ups_take_what_is_short_and_at_most_half_of_the_rest() {
         ..Default::default()
     };
     assert_eq!(apply(&w, a, &[(alice, give_back)]).await[0].reserved, 300);
-    assert_eq!(apply(&w, b, &[(alice, top_up(200, 200))]).await[0].reserved, 700);
+    assert_eq!(
+        apply(&w, b, &[(alice, top_up(200, 200))]).await[0].reserved,
+        700
+    );
     assert_eq!(find_balance(conn, alice).await.unwrap().reserved, 1000);
 }
 
@@ -220,7 +245,14 @@ async fn concurrent_top_ups_from_two_instances_never_overdraw() {
                 if round % 3 == 0 && reserved >= 7 {
                     // Post one packet of 7 from what is reserved; bob's row too, in id order.
                     let (from, to) = post(7);
-                    batch.insert(alice, AccountMove { short: 7, want: 35, ..from });
+                    batch.insert(
+                        alice,
+                        AccountMove {
+                            short: 7,
+                            want: 35,
+                            ..from
+                        },
+                    );
                     batch.insert(bob, to);
                 }
                 let states = w.apply(instance, Uuid::new_v4(), &batch).await.unwrap();
@@ -236,7 +268,10 @@ async fn concurrent_top_ups_from_two_instances_never_overdraw() {
         row.reserved
     );
     assert_eq!(sum_journal(setup, alice).await.unwrap(), row.balance);
-    assert_eq!(find_balance(setup, bob).await.unwrap().balance, -row.balance);
+    assert_eq!(
+        find_balance(setup, bob).await.unwrap().balance,
+        -row.balance
+    );
 }
 
 #[tokio::test]
@@ -254,7 +289,9 @@ async fn sweeper_gives_back_the_reservations_of_silent_instances_only() {
     );
     apply(&w, dead, &[(alice, top_up(50, 50))]).await;
     apply(&w, live, &[(alice, top_up(30, 30))]).await;
-    report_in_flight(conn, dead, &[(alice, 20, 2)]).await.unwrap();
+    report_in_flight(conn, dead, &[(alice, 20, 2)])
+        .await
+        .unwrap();
     diesel::update(connector_instances::table.find(dead))
         .set(connector_instances::heartbeat_at.eq(diesel::dsl::sql("now() - interval '2 minutes'")))
         .execute(conn)
@@ -262,28 +299,37 @@ async fn sweeper_gives_back_the_reservations_of_silent_instances_only() {
         .unwrap();
 
     assert_eq!(
-        sweep_instances(conn, None, Duration::from_secs(60)).await.unwrap(),
+        sweep_instances(conn, None, Duration::from_secs(60))
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(find_balance(conn, alice).await.unwrap().reserved, 30);
     assert_eq!(
-        sweep_instances(conn, None, Duration::from_secs(60)).await.unwrap(),
+        sweep_instances(conn, None, Duration::from_secs(60))
+            .await
+            .unwrap(),
         0
     );
 
     let (from, to) = post(20);
     let late = w
-        .apply(dead, Uuid::new_v4(), &[(alice, from), (bob, to)].into_iter().collect())
+        .apply(
+            dead,
+            Uuid::new_v4(),
+            &[(alice, from), (bob, to)].into_iter().collect(),
+        )
         .await;
     assert!(matches!(late, Err(BatchError::InstanceSwept(id)) if id == dead));
     let row = find_balance(conn, alice).await.unwrap();
     assert_eq!((row.balance, row.reserved), (0, 30));
-    let in_flight: i64 = diesel::sql_query("SELECT in_flight FROM dashboard_balances WHERE account_id = $1")
-        .bind::<diesel::sql_types::Int8, _>(alice)
-        .get_result::<InFlight>(conn)
-        .await
-        .unwrap()
-        .in_flight;
+    let in_flight: i64 =
+        diesel::sql_query("SELECT in_flight FROM dashboard_balances WHERE account_id = $1")
+            .bind::<diesel::sql_types::Int8, _>(alice)
+            .get_result::<InFlight>(conn)
+            .await
+            .unwrap()
+            .in_flight;
     assert_eq!(in_flight, 0, "a swept instance's in-flight report is gone");
 }
 
@@ -332,9 +378,13 @@ async fn a_committed_batch_is_recognised_after_the_fact() {
     apply(&w, me, &[(alice, top_up(1, 1))]).await;
     let batch_id = Uuid::new_v4();
     let (from, to) = post(1);
-    w.apply(me, batch_id, &[(alice, from), (bob, to)].into_iter().collect())
-        .await
-        .unwrap();
+    w.apply(
+        me,
+        batch_id,
+        &[(alice, from), (bob, to)].into_iter().collect(),
+    )
+    .await
+    .unwrap();
     assert!(w.batch_committed(me, batch_id).await.unwrap());
     assert!(!w.batch_committed(me, Uuid::new_v4()).await.unwrap());
 }

@@ -108,7 +108,10 @@ async fn dashboard_views_match_the_tables() {
             .unwrap()
             .id;
         diesel::update(balances::table.find(id))
-            .set((balances::balance.eq(balance), balances::reserved.eq(reserved)))
+            .set((
+                balances::balance.eq(balance),
+                balances::reserved.eq(reserved),
+            ))
             .execute(conn)
             .await
             .unwrap();
