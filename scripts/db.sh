@@ -96,6 +96,12 @@ start() {
         rm -f "$pwfile"
     fi
     if ! is_running; then
+        # Another server (another checkout's cluster, the system's own) may hold the port.
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            log "port $port on 127.0.0.1 is taken by another server (not the cluster in $dir);"
+            log "stop it, or choose another port with ILP_PG_PORT=... (and ILP_PG_DIR for a second cluster)"
+            exit 1
+        fi
         # Stale lock files from a killed server would stop the new one from starting.
         rm -f "$dir/data/postmaster.pid" "$dir"/.s.PGSQL."$port".lock
         as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 9>&- \

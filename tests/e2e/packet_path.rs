@@ -271,24 +271,26 @@ async fn wrong_fulfillment_is_turned_into_a_reject() {
 #[tokio::test]
 async fn silent_receiver_gets_r00_at_the_expiry_not_later() {
     // Proves a receiver that never answers costs the sender no more than the Prepare's expiry.
+    // 6 s: two hops take 0.5 s each off it, and a busy machine may delay the packet by seconds
+    // without this turning into R02 (too little time left at a hop).
     let t = topology(Behaviour::Silent).await;
     let started = Instant::now();
     let reject = reject_of(
         send_prepare(
             &t.child.url(),
             "sender-token",
-            prepare("test.parent.receiver", 10, Duration::from_secs(3)),
+            prepare("test.parent.receiver", 10, Duration::from_secs(6)),
         )
         .await,
     );
     let waited = started.elapsed();
     assert_eq!(reject.code(), ErrorCode::R00_TRANSFER_TIMED_OUT);
     assert!(
-        waited < Duration::from_secs(3),
+        waited < Duration::from_secs(6),
         "answered after the expiry: {waited:?}"
     );
     assert!(
-        waited > Duration::from_millis(1500),
+        waited > Duration::from_secs(3),
         "gave up too early: {waited:?}"
     );
     assert_eq!(t.receiver.received(), 1);
