@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use e2e::{
-    Behaviour, Node, Receiver, account_balances, cli, free_port, idle_balances, run_traffic,
-};
+use e2e::{Behaviour, Node, Receiver, account_balances, free_port, idle_balances, run_traffic};
 use schema::test_db::TestDb;
 
 /// alice sends (credit limit `limit`), bob receives through `receiver`.
@@ -132,29 +130,6 @@ async fn money_is_conserved_when_the_connector_is_killed_during_traffic() {
     // The killed processes' reservations go once their heartbeat is 2 s old.
     assert_conserved(db.url(), seen.fulfilled, &receiver).await;
     drop(db);
-}
-
-/// Adds a child `name` with token `<name>-token` and credit limit `limit`.
-fn add_child(url: &str, name: &str, limit: &str) {
-    let token = format!("{name}-token");
-    cli(
-        url,
-        &[
-            "accounts",
-            "add",
-            name,
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--incoming-token",
-            &token,
-            "--credit-limit",
-            limit,
-        ],
-    );
 }
 
 #[tokio::test]
@@ -292,7 +267,7 @@ async fn absurd_amounts_from_one_account_hurt_no_other() {
     let receiver = Receiver::start(Behaviour::Fulfill).await;
     let db = Arc::new(TestDb::new().await);
     add_accounts(db.url(), &receiver, "");
-    add_child(db.url(), "mallory", "1000");
+    e2e::add_child(db.url(), "mallory", "1000");
     let node = Node::start_on(db.clone(), "test.node", &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let alice = tokio::spawn(run_traffic(

@@ -699,25 +699,31 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
 /// Adds `alice`, a child in USD cents that sends with token `alice-token` and may owe us
 /// `credit_limit` (empty: unlimited), to the database at `database_url`.
 pub fn add_sender(database_url: &str, credit_limit: &str) {
-    let args = [
-        "accounts",
-        "add",
-        "alice",
-        "--relation",
-        "child",
-        "--asset-code",
-        "USD",
-        "--asset-scale",
-        "2",
-    ];
-    let mut args = args.to_vec();
-    args.extend([
-        "--incoming-token",
-        "alice-token",
-        "--credit-limit",
-        credit_limit,
-    ]);
-    cli(database_url, &args);
+    add_child(database_url, "alice", credit_limit);
+}
+
+/// Adds `name`, a child in USD cents that sends with token `<name>-token` and may owe us
+/// `credit_limit` (empty: unlimited).
+pub fn add_child(database_url: &str, name: &str, credit_limit: &str) {
+    let token = format!("{name}-token");
+    cli(
+        database_url,
+        &[
+            "accounts",
+            "add",
+            name,
+            "--relation",
+            "child",
+            "--asset-code",
+            "USD",
+            "--asset-scale",
+            "2",
+            "--incoming-token",
+            &token,
+            "--credit-limit",
+            credit_limit,
+        ],
+    );
 }
 
 /// Adds `bob`, a child in USD cents whose packets go to `receiver_url`.

@@ -284,6 +284,7 @@ impl Escrow {
     }
 
     /// This instance's reservation and holds on `account`: (reserved, in flight).
+    #[cfg(test)]
     pub fn reservation(&self, account: i64) -> (i64, i64) {
         self.slots()
             .get(&account)

@@ -107,10 +107,6 @@ impl PgBalanceStore {
     }
 }
 
-fn stopped() -> BalanceError {
-    BalanceError::Unavailable
-}
-
 impl BalanceStore for PgBalanceStore {
     async fn hold(&self, account: i64, amount: i64) -> Result<Hold, BalanceError> {
         if !self.escrow.database_up() {
@@ -129,8 +125,8 @@ impl BalanceStore for PgBalanceStore {
                         reply,
                     })
                     .await
-                    .map_err(|_| stopped())?;
-                answer.await.map_err(|_| stopped())?
+                    .map_err(|_| BalanceError::Unavailable)?;
+                answer.await.map_err(|_| BalanceError::Unavailable)?
             }
         }
     }
@@ -155,9 +151,9 @@ impl BalanceStore for PgBalanceStore {
         };
         if self.ops.send(op).await.is_err() {
             self.escrow.end(hold);
-            return Err(stopped());
+            return Err(BalanceError::Unavailable);
         }
-        answer.await.map_err(|_| stopped())?
+        answer.await.map_err(|_| BalanceError::Unavailable)?
     }
 
     fn release(&self, hold: Hold) {
@@ -194,6 +190,7 @@ impl Writer {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
         let mut open = true;
+        metrics::gauge!("ilp_balance_database_up").set(1.0);
         loop {
             if !open && pending.is_empty() && self.in_doubt.is_none() {
                 break;
@@ -358,33 +355,23 @@ impl Writer {
     /// committed, to go again under a new identity) and reads this instance's reservations
     /// again, since a failure may have left the escrow's figures below the committed ones.
     async fn reconnect(&mut self) -> Result<Vec<Op>, BatchError> {
-        if self.conn.as_ref().is_none_or(BalanceConnection::is_closed) {
-            self.conn = None;
-            let fresh = BalanceConnection::connect(&self.config)
+        // Kept only if every step below works: a failed step leaves `conn` empty.
+        let conn = match self.conn.take() {
+            Some(conn) if !conn.is_closed() => conn,
+            _ => BalanceConnection::connect(&self.config)
                 .await
-                .map_err(|err| BatchError::InDoubt(err.to_string()))?;
-            self.conn = Some(fresh);
-        }
-        let Some(conn) = self.conn.as_ref() else {
-            return Err(BatchError::InDoubt("no connection".to_owned()));
+                .map_err(|err| BatchError::NotApplied(err.to_string()))?,
         };
-        let mut again = Vec::new();
         let resolved = match &self.in_doubt {
-            Some((batch_id, _)) => Some(
-                conn.batch_committed(self.instance, *batch_id)
-                    .await
-                    .inspect_err(|_| self.conn = None)?,
-            ),
+            Some((batch_id, _)) => Some(conn.batch_committed(self.instance, *batch_id).await?),
             None => None,
         };
-        let reservations = match self.conn.as_ref() {
-            Some(conn) => conn
-                .reservations(self.instance)
-                .await
-                .inspect_err(|_| self.conn = None)?,
-            None => return Err(BatchError::InDoubt("no connection".to_owned())),
-        };
-        if let (Some(committed), Some((_, ops))) = (resolved, self.in_doubt.take()) {
+        let reservations = conn.reservations(self.instance).await?;
+        self.conn = Some(conn);
+        let mut again = Vec::new();
+        if let Some(committed) = resolved
+            && let Some((_, ops)) = self.in_doubt.take()
+        {
             metrics::counter!("ilp_balance_batches_in_doubt_total").increment(1);
             if committed {
                 tracing::info!(
