@@ -14,7 +14,8 @@
 # alice (sender, token alice-token, no credit limit) and bob (next hop: the sink), and the
 # route example.bob -> bob. Everything stays on 127.0.0.1. Prints one row per concurrency
 # with CPU per fulfilled packet of each process; raw outputs go to out/bench/ (git-ignored).
-# Settings: CONCURRENCIES="1 16 64" DURATION=10 WARMUP=1 AMOUNT=10 LABEL=<mode>.
+# Settings: CONCURRENCIES="1 16 64" DURATION=10 WARMUP=1 AMOUNT=10 LABEL=<mode>; CREDIT_LIMIT=N
+# gives alice a credit limit, so her Prepares are held against durable reservations.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -81,7 +82,7 @@ connector)
     export DATABASE_URL=$db_url
     bin=target/release/ilp-connector
     $bin migrate >/dev/null
-    $bin accounts add alice --asset-code XYZ --asset-scale 9 --relation child --incoming-token alice-token --credit-limit '' >/dev/null
+    $bin accounts add alice --asset-code XYZ --asset-scale 9 --relation child --incoming-token alice-token --credit-limit "${CREDIT_LIMIT:-}" >/dev/null
     $bin accounts add bob --asset-code XYZ --asset-scale 9 --relation child --outgoing-url "http://127.0.0.1:$sink_port/ilp" --outgoing-token bob-secret >/dev/null
     $bin routes add example.bob bob >/dev/null
     url=http://$listen/ilp token=alice-token

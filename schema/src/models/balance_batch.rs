@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::{SimpleQueryMessage, SimpleQueryRow};
 use uuid::Uuid;
 
 use crate::{DbError, PoolConfig};
@@ -141,11 +141,13 @@ const RESERVATIONS: &str =
     "SELECT account_id, amount FROM balance_reservations WHERE instance_id = $1::text::uuid";
 
 /// The balance writer's own connection: tokio-postgres with its statements prepared once.
+///
+/// A batch is one simple-query message that `EXECUTE`s statements prepared by name at
+/// connect time: PostgreSQL answers it with one write (an extended-protocol pipeline gets one
+/// write per statement), and reuses their plans. Its values are integers and UUIDs formatted
+/// here, never text from outside.
 pub struct BalanceConnection {
     client: tokio_postgres::Client,
-    fence: tokio_postgres::Statement,
-    lock: tokio_postgres::Statement,
-    apply: tokio_postgres::Statement,
     resolve: tokio_postgres::Statement,
     reservations: tokio_postgres::Statement,
 }
@@ -191,6 +193,17 @@ fn classify(err: &tokio_postgres::Error) -> BatchError {
     }
 }
 
+/// One row of the apply statement, as text: account, balance, unlimited, reservation.
+fn account_state(row: &SimpleQueryRow) -> Option<AccountState> {
+    let number = |i: usize| row.get(i)?.parse::<i64>().ok();
+    Some(AccountState {
+        account_id: number(0)?,
+        balance: number(1)?,
+        unlimited: row.get(2)? == "t",
+        reserved: number(3)?,
+    })
+}
+
 fn unavailable(err: tokio_postgres::Error) -> DbError {
     DbError::Unavailable(error_text(&err))
 }
@@ -228,10 +241,15 @@ impl BalanceConnection {
                     .await
                     .map_err(unavailable)?;
             }
+            client
+                .batch_execute(&format!(
+                    "PREPARE ilp_fence(text, text) AS {FENCE}; \
+                     PREPARE ilp_lock(int8[]) AS {LOCK}; \
+                     PREPARE ilp_apply(text, text, int8[], int8[], int8[], int8[], int8[], int8[], int8[]) AS {APPLY}"
+                ))
+                .await
+                .map_err(unavailable)?;
             Ok(BalanceConnection {
-                fence: client.prepare(FENCE).await.map_err(unavailable)?,
-                lock: client.prepare(LOCK).await.map_err(unavailable)?,
-                apply: client.prepare(APPLY).await.map_err(unavailable)?,
                 resolve: client.prepare(RESOLVE).await.map_err(unavailable)?,
                 reservations: client.prepare(RESERVATIONS).await.map_err(unavailable)?,
                 client,
@@ -262,59 +280,66 @@ impl BalanceConnection {
             .filter(|(_, m)| !m.is_empty())
             .map(|(id, m)| (*id, m))
             .collect();
-        let column = |f: fn(&AccountMove) -> i64| moves.iter().map(|(_, m)| f(m)).collect();
-        let ids: Vec<i64> = moves.iter().map(|(id, _)| *id).collect();
-        let (delta, consumed, packets): (Vec<i64>, Vec<i64>, Vec<i64>) = (
-            column(|m| m.delta),
-            column(|m| m.consumed),
-            column(|m| m.packets),
+        let array = |f: fn(&(i64, &AccountMove)) -> i64| {
+            let items: Vec<String> = moves.iter().map(|m| f(m).to_string()).collect();
+            format!("'{{{}}}'", items.join(","))
+        };
+        let ids = array(|(id, _)| *id);
+        let (i, b) = (instance, batch_id);
+        let sql = format!(
+            "BEGIN; EXECUTE ilp_fence('{i}', '{b}'); EXECUTE ilp_lock({ids}); \
+             EXECUTE ilp_apply('{i}', '{b}', {ids}, {}, {}, {}, {}, {}, {}); COMMIT",
+            array(|(_, m)| m.delta),
+            array(|(_, m)| m.consumed),
+            array(|(_, m)| m.packets),
+            array(|(_, m)| m.short),
+            array(|(_, m)| m.want),
+            array(|(_, m)| m.give_back),
         );
-        let (short, want, give_back): (Vec<i64>, Vec<i64>, Vec<i64>) = (
-            column(|m| m.short),
-            column(|m| m.want),
-            column(|m| m.give_back),
-        );
-        let (instance_text, batch_text) = (instance.to_string(), batch_id.to_string());
-        let client = &self.client;
-        let params: [&(dyn ToSql + Sync); 9] = [
-            &instance_text,
-            &batch_text,
-            &ids,
-            &delta,
-            &consumed,
-            &packets,
-            &short,
-            &want,
-            &give_back,
-        ];
-        // Polled in order, so the five go out back to back: one round trip.
-        let (begun, fenced, locked, applied, committed) = futures_util::future::join5(
-            client.batch_execute("BEGIN"),
-            client.execute(&self.fence, &[&instance_text, &batch_text]),
-            client.execute(&self.lock, &[&ids]),
-            client.query(&self.apply, &params),
-            client.batch_execute("COMMIT"),
-        )
-        .await;
-        // The first failure tells what happened: an error inside the transaction rolls it
-        // back (its COMMIT answers ROLLBACK); only a failed connection leaves it in doubt.
-        begun.map_err(|e| classify(&e))?;
-        let fenced = fenced.map_err(|e| classify(&e))?;
-        locked.map_err(|e| classify(&e))?;
-        let rows = applied.map_err(|e| classify(&e))?;
-        committed.map_err(|e| classify(&e))?;
+        let messages = match self.client.simple_query(&sql).await {
+            Ok(messages) => messages,
+            Err(err) => {
+                let error = classify(&err);
+                if !matches!(error, BatchError::InDoubt(_)) {
+                    // The statements after the failed one were skipped, COMMIT among them:
+                    // end the aborted transaction so the connection can go on. Should this
+                    // fail too, the connection is gone and the writer opens another.
+                    let _ = self.client.batch_execute("ROLLBACK").await;
+                }
+                return Err(error);
+            }
+        };
+        // Statements complete in order: BEGIN, fence, lock, apply, COMMIT. The apply's rows
+        // come after the third completion.
+        let mut completed = 0;
+        let mut fenced = 0;
+        let mut states = Vec::with_capacity(moves.len());
+        for message in &messages {
+            match message {
+                SimpleQueryMessage::CommandComplete(rows) => {
+                    if completed == 1 {
+                        fenced = *rows;
+                    }
+                    completed += 1;
+                }
+                SimpleQueryMessage::Row(row) if completed == 3 => {
+                    states.push(account_state(row).ok_or_else(|| {
+                        // Committed, but unreadable: let the writer ask and read again.
+                        BatchError::InDoubt(format!("unreadable batch result row {row:?}"))
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        if completed != 5 {
+            return Err(BatchError::InDoubt(format!(
+                "batch answered {completed} of 5 statements"
+            )));
+        }
         if fenced == 0 {
             return Err(BatchError::InstanceSwept(instance));
         }
-        Ok(rows
-            .iter()
-            .map(|row| AccountState {
-                account_id: row.get(0),
-                balance: row.get(1),
-                unlimited: row.get(2),
-                reserved: row.get(3),
-            })
-            .collect())
+        Ok(states)
     }
 
     /// Whether batch `batch_id` of `instance` committed. Waits until no transaction holds the
