@@ -44,6 +44,7 @@ use schema::models::ledger::LedgerKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::adaptor::{Adaptor, OptionsError};
 use crate::schedule::Schedule;
 
 /// Prefix of environment overrides; `__` separates sections from keys.
@@ -108,6 +109,13 @@ pub struct LedgerConfig {
     pub schedule: Schedule,
     /// The adaptor's own settings, kept as written (plus environment overrides).
     pub options: Map<String, Value>,
+}
+
+impl LedgerConfig {
+    /// Builds this ledger's adaptor from its options; errors name the option.
+    pub fn adaptor(&self) -> Result<Adaptor, OptionsError> {
+        Adaptor::from_options(self.kind, &self.name, &self.options)
+    }
 }
 
 impl std::fmt::Debug for LedgerConfig {
@@ -226,7 +234,8 @@ impl WorkerConfig {
         apply_ledger_env(&mut ledgers, env)?;
         // The adaptors' own options, once every override is in; the runner builds them again.
         for ledger in &ledgers {
-            crate::adaptor::Adaptor::from_config(ledger)
+            ledger
+                .adaptor()
                 .map_err(|err| anyhow::anyhow!("ledger {:?}: {err}", ledger.name))?;
         }
         Ok(WorkerConfig {

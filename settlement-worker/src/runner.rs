@@ -203,7 +203,8 @@ impl Runner {
         let names = config.ledger_names();
         let mut adaptors = HashMap::new();
         for ledger in &config.ledgers {
-            let adaptor = Adaptor::from_config(ledger)
+            let adaptor = ledger
+                .adaptor()
                 .map_err(|err| anyhow::anyhow!("ledger {:?}: {err}", ledger.name))?;
             adaptors.insert(ledger.name.clone(), adaptor);
         }

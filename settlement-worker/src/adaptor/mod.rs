@@ -7,7 +7,7 @@
 //! is retried later *with the same idempotency key*; [`AdaptorError::Rejected`] (the ledger
 //! definitely did not pay) → the amount goes back to the balance and it is `failed`.
 //!
-//! Options are validated once at start-up ([`Adaptor::from_config`]); unknown keys are refused.
+//! Options are validated once at start-up ([`Adaptor::from_options`]); unknown keys are refused.
 
 pub mod claims;
 pub mod rfc38;
@@ -24,8 +24,6 @@ use schema::models::Account;
 use schema::models::ledger::LedgerKind;
 use schema::models::settlement::Settlement;
 use serde_json::{Map, Value};
-
-use crate::config::LedgerConfig;
 
 /// How long one ledger call (HTTP request and answer) may take before it counts as a
 /// transient failure, unless `call_timeout_ms` says otherwise.
@@ -66,17 +64,18 @@ pub enum Adaptor {
 }
 
 impl Adaptor {
-    /// Builds the adaptor of `ledger` from its options; errors name the option.
-    pub fn from_config(ledger: &LedgerConfig) -> Result<Adaptor, OptionsError> {
-        Ok(match ledger.kind {
-            LedgerKind::Rfc38 => Adaptor::Rfc38(rfc38::Rfc38Adaptor::from_options(
-                &ledger.name,
-                &ledger.options,
-            )?),
-            LedgerKind::Claims => Adaptor::Claims(claims::ClaimsAdaptor::from_options(
-                &ledger.name,
-                &ledger.options,
-            )?),
+    /// Builds the adaptor of the ledger `name` of `kind` from its options; errors name the
+    /// option.
+    pub fn from_options(
+        kind: LedgerKind,
+        name: &str,
+        options: &Map<String, Value>,
+    ) -> Result<Adaptor, OptionsError> {
+        Ok(match kind {
+            LedgerKind::Rfc38 => Adaptor::Rfc38(rfc38::Rfc38Adaptor::from_options(name, options)?),
+            LedgerKind::Claims => {
+                Adaptor::Claims(claims::ClaimsAdaptor::from_options(name, options)?)
+            }
         })
     }
 

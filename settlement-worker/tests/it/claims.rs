@@ -45,7 +45,7 @@ fn claims_adaptor(signing: bool) -> Adaptor {
         "[[ledgers]]\nname = \"chan\"\nkind = \"claims\"\nschedule = \"* * * * * *\"\n{options}"
     ))
     .unwrap();
-    Adaptor::from_config(&config.ledgers[0]).unwrap()
+    config.ledgers[0].adaptor().unwrap()
 }
 
 async fn peer_account(

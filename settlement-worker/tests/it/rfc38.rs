@@ -142,7 +142,7 @@ pub fn rfc38_adaptor(engine: &Engine) -> Adaptor {
         engine.addr
     ))
     .unwrap();
-    Adaptor::from_config(&config.ledgers[0]).unwrap()
+    config.ledgers[0].adaptor().unwrap()
 }
 
 /// An account on `ledger` (threshold 1000, settle-to 0) whose balance is raised to `balance`

@@ -7,6 +7,8 @@
 //! reconnect). Ledgers are cached for `peer.settle`: its handler needs each ledger's kind
 //! and, for an RFC 38 ledger, the engine's URL.
 
+pub mod routing_table;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +24,8 @@ use schema::{DbError, DbPool, PoolConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::packet::Address;
-use crate::router::RoutingTable;
+
+pub use routing_table::RoutingTable;
 
 /// Fallback reload period, for notifications lost while disconnected.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(30);

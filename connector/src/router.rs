@@ -1,9 +1,5 @@
 //! `Router`: picks the next hop for a Prepare from the in-memory routing table.
 
-pub mod table;
-
-pub use table::RoutingTable;
-
 use std::sync::Arc;
 
 use crate::accounts::SharedDirectory;
