@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use diesel_async::RunQueryDsl;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -92,13 +91,9 @@ async fn answer(
 }
 
 async fn database_answers(pool: &DbPool) -> bool {
-    let check = async {
-        let mut conn = pool.get().await.ok()?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).await.ok()
-    };
     matches!(
-        tokio::time::timeout(HEALTH_TIMEOUT, check).await,
-        Ok(Some(_))
+        tokio::time::timeout(HEALTH_TIMEOUT, schema::database_answers(pool)).await,
+        Ok(Ok(()))
     )
 }
 

@@ -85,7 +85,7 @@ mod tests {
             ilp_address: None,
             asset_code: asset_code.to_owned(),
             asset_scale: 2,
-            relation: "child".to_owned(),
+            relation: schema::Relation::Child,
             max_packet_amount: None,
             settle_threshold: None,
             settle_to: 0,

@@ -11,9 +11,12 @@
 //! - [`pool`]: a deadpool pool of diesel-async connections, each with a statement timeout and
 //!   an application name.
 //! - [`migrate`]: the migrations, embedded in the binary and applied by `ilp-connector migrate`.
+//! - [`enums`]: the TEXT columns with a fixed set of words (relation, ledger kind,
+//!   settlement and claim states) as enums diesel reads and writes.
 //! - [`error`]: [`DbError`], what a caller can branch on.
 //! - `test_db` (feature `test-util`): a freshly migrated database per test.
 
+pub mod enums;
 pub mod error;
 pub mod migrate;
 pub mod models;
@@ -23,5 +26,9 @@ pub mod schema;
 #[cfg(feature = "test-util")]
 pub mod test_db;
 
+pub use enums::{ClaimState, JournalKind, LedgerKind, Relation, SettlementState};
 pub use error::DbError;
-pub use pool::{DbConn, DbPool, PoolConfig, build_pool, connect};
+pub use pool::{
+    CONFIG_CHANNEL, DbConn, DbPool, PoolConfig, build_pool, connect, database_answers,
+    listen_for_config_changes,
+};

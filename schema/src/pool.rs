@@ -88,11 +88,31 @@ pub fn build_pool(config: &PoolConfig) -> Result<DbPool, DbError> {
         .map_err(|err| DbError::Unavailable(err.to_string()))
 }
 
-fn setup_sql(config: &PoolConfig) -> String {
+/// The session settings every connection starts with: the statement timeout and the
+/// application name (also used by the balance writer's own connection).
+pub(crate) fn setup_sql(config: &PoolConfig) -> String {
     // application_name is quoted as a SQL literal; it comes from our own config, not a peer.
     format!(
         "SET statement_timeout = {}; SET application_name = '{}'",
         config.statement_timeout.as_millis(),
         config.application_name.replace('\'', "''"),
     )
+}
+
+/// The NOTIFY channel the migrations' triggers fire when accounts, routes or ledgers change.
+pub const CONFIG_CHANNEL: &str = "ilp_config";
+
+/// `LISTEN` on [`CONFIG_CHANNEL`] on `conn`; notifications then arrive on its
+/// `notifications_stream`.
+pub async fn listen_for_config_changes(conn: &mut AsyncPgConnection) -> Result<(), DbError> {
+    conn.batch_execute(&format!("LISTEN {CONFIG_CHANNEL}"))
+        .await?;
+    Ok(())
+}
+
+/// Whether the database answers a trivial query on a connection of `pool` (`/health`).
+pub async fn database_answers(pool: &DbPool) -> Result<(), DbError> {
+    let mut conn = pool.get().await?;
+    conn.batch_execute("SELECT 1").await?;
+    Ok(())
 }

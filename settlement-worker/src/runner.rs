@@ -235,7 +235,7 @@ impl Runner {
             .filter_map(|name| self.ledgers.get(name))
             .map(|ledger| NewLedger {
                 name: &ledger.name,
-                kind: ledger.kind.as_str(),
+                kind: ledger.kind,
                 next_poll_at: next_poll_at(ledger, now),
             })
             .collect();

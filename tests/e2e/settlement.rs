@@ -119,7 +119,7 @@ async fn carol(conn: &mut AsyncPgConnection) -> i64 {
             ilp_address: None,
             asset_code: "USD",
             asset_scale: 2,
-            relation: "peer",
+            relation: schema::Relation::Peer,
             max_packet_amount: None,
             settle_threshold: Some(1000),
             settle_to: 0,
@@ -196,7 +196,8 @@ async fn kill_and_restart(kill_at: KillAt) {
     let mut first = SettlementWorker::start(db.url(), &config, &pause);
     let pending = eventually(WITHIN, || async {
         let rows = settlements(&mut db.connect().await).await;
-        rows.into_iter().find(|s| s.state == "pending")
+        rows.into_iter()
+            .find(|s| s.state == schema::SettlementState::Pending)
     })
     .await
     .expect("a pending settlement");
@@ -221,7 +222,7 @@ async fn kill_and_restart(kill_at: KillAt) {
     }
     assert_eq!(
         settlements(conn).await[0].state,
-        "pending",
+        schema::SettlementState::Pending,
         "{kill_at:?}: not decided yet"
     );
     first.kill();
@@ -235,7 +236,9 @@ async fn kill_and_restart(kill_at: KillAt) {
     let _second = SettlementWorker::start(db.url(), &config, &[]);
     eventually(WITHIN, || async {
         let rows = settlements(&mut db.connect().await).await;
-        rows.iter().all(|s| s.state == "confirmed").then_some(())
+        rows.iter()
+            .all(|s| s.state == schema::SettlementState::Confirmed)
+            .then_some(())
     })
     .await
     .unwrap_or_else(|| panic!("{kill_at:?}: the settlement was never confirmed"));

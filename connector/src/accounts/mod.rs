@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use futures_util::StreamExt;
 use hyper::header::HeaderValue;
 use schema::models::account::{Account, Relation, list_live_accounts};
-use schema::models::ledger::LedgerKind;
+use schema::models::ledger::{LedgerKind, LedgerOptions, list_ledger_options};
 use schema::models::route::{Route, list_routes};
 use schema::{DbError, DbPool, PoolConfig};
 use tokio_util::sync::CancellationToken;
@@ -31,8 +31,6 @@ pub use routing_table::RoutingTable;
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 /// Wait before reconnecting the LISTEN connection after it failed.
 pub const RECONNECT_DELAY: Duration = Duration::from_secs(1);
-/// The NOTIFY channel the migrations' triggers use.
-pub const CONFIG_CHANNEL: &str = "ilp_config";
 
 /// An account as the packet path needs it: parsed and checked once, when loaded.
 #[derive(Debug, Clone)]
@@ -117,7 +115,7 @@ impl AccountInfo {
             ilp_address,
             asset_code: row.asset_code.clone(),
             asset_scale: u8::try_from(row.asset_scale).ok()?,
-            relation: row.relation(),
+            relation: row.relation,
             max_packet_amount: row.max_packet_amount.and_then(|m| u64::try_from(m).ok()),
             token_hash,
             outgoing,
@@ -127,21 +125,6 @@ impl AccountInfo {
             ledger: row.ledger.clone(),
         })
     }
-}
-
-/// The columns of a `ledgers` row that the connector needs (the rest is the worker's
-/// schedule and lease state).
-#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
-pub struct LedgerRow {
-    /// The ledger's name, as accounts' `ledger` refers to it.
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    pub name: String,
-    /// `rfc38` or `claims`.
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    pub kind: String,
-    /// `ledgers.options` as JSON text; an RFC 38 ledger publishes `{"engine_url": ".."}`.
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-    pub options: Option<String>,
 }
 
 /// A ledger as `peer.settle` needs it: parsed and checked once, when loaded.
@@ -157,19 +140,12 @@ pub struct LedgerInfo {
 }
 
 impl LedgerInfo {
-    /// Parses a row; `None` (with a warning) when its kind is unknown. A missing or bad
-    /// `engine_url` leaves the ledger in place without one, so `peer.settle` can say why.
-    pub fn from_row(row: &LedgerRow) -> Option<LedgerInfo> {
-        let kind = match row.kind.parse::<LedgerKind>() {
-            Ok(kind) => kind,
-            Err(err) => {
-                tracing::warn!(ledger.name = %row.name, "ledger skipped: {err}");
-                return None;
-            }
-        };
-        let engine_url = match kind {
+    /// Parses a row. A missing or bad `engine_url` leaves the ledger in place without one,
+    /// so `peer.settle` can say why.
+    pub fn from_row(row: &LedgerOptions) -> LedgerInfo {
+        let engine_url = match row.kind {
             LedgerKind::Claims => None,
-            LedgerKind::Rfc38 => match engine_url_of(row.options.as_deref()) {
+            LedgerKind::Rfc38 => match engine_url_of(&row.options) {
                 Ok(url) => Some(url),
                 Err(why) => {
                     tracing::warn!(ledger.name = %row.name, "RFC 38 ledger without a usable engine: {why}");
@@ -177,18 +153,16 @@ impl LedgerInfo {
                 }
             },
         };
-        Some(LedgerInfo {
+        LedgerInfo {
             name: row.name.clone(),
-            kind,
+            kind: row.kind,
             engine_url,
-        })
+        }
     }
 }
 
 /// `options.engine_url`, checked to be a plain `http://` URL with a host.
-fn engine_url_of(options: Option<&str>) -> Result<String, String> {
-    let options: serde_json::Value = serde_json::from_str(options.unwrap_or("{}"))
-        .map_err(|err| format!("options are not JSON: {err}"))?;
+fn engine_url_of(options: &serde_json::Value) -> Result<String, String> {
     let url = options
         .get("engine_url")
         .and_then(serde_json::Value::as_str)
@@ -221,7 +195,7 @@ impl Directory {
         node: &Address,
         accounts: &[Account],
         routes: &[Route],
-        ledgers: &[LedgerRow],
+        ledgers: &[LedgerOptions],
     ) -> Directory {
         let mut directory = Directory::default();
         for row in accounts {
@@ -244,9 +218,8 @@ impl Directory {
             }
         }
         for row in ledgers {
-            if let Some(info) = LedgerInfo::from_row(row) {
-                directory.ledgers.insert(info.name.clone(), Arc::new(info));
-            }
+            let info = LedgerInfo::from_row(row);
+            directory.ledgers.insert(info.name.clone(), Arc::new(info));
         }
         directory
     }
@@ -322,18 +295,8 @@ pub async fn load_directory(
 ) -> Result<Directory, DbError> {
     let accounts = list_live_accounts(conn).await?;
     let routes = list_routes(conn).await?;
-    let ledgers = list_ledgers(conn).await?;
+    let ledgers = list_ledger_options(conn).await?;
     Ok(Directory::build(node, &accounts, &routes, &ledgers))
-}
-
-/// Every ledger's name, kind and options. Options are read as text so the connector does
-/// not depend on diesel's JSON support.
-pub async fn list_ledgers(conn: &mut AsyncPgConnection) -> Result<Vec<LedgerRow>, DbError> {
-    Ok(
-        diesel::sql_query("SELECT name, kind, options::text AS options FROM ledgers ORDER BY name")
-            .load(conn)
-            .await?,
-    )
 }
 
 async fn reload(pool: &DbPool, node: &Address, shared: &SharedDirectory) -> Result<(), DbError> {
@@ -372,10 +335,7 @@ pub async fn keep_directory_fresh(
                 continue;
             }
         };
-        if let Err(err) = diesel::sql_query(format!("LISTEN {CONFIG_CHANNEL}"))
-            .execute(&mut conn)
-            .await
-        {
+        if let Err(err) = schema::listen_for_config_changes(&mut conn).await {
             tracing::warn!(error = %err, "LISTEN failed; retrying");
             continue;
         }

@@ -275,7 +275,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::accounts::{Directory, LedgerRow};
+    use schema::LedgerKind;
+    use schema::models::ledger::LedgerOptions;
+
+    use crate::accounts::Directory;
     use crate::packet::PrepareBuilder;
     use crate::service::testing::*;
 
@@ -334,15 +337,15 @@ mod tests {
 
     fn directory() -> Arc<SharedDirectory> {
         let ledgers = [
-            LedgerRow {
+            LedgerOptions {
                 name: "chan".into(),
-                kind: "claims".into(),
-                options: Some("{}".into()),
+                kind: LedgerKind::Claims,
+                options: serde_json::json!({}),
             },
-            LedgerRow {
+            LedgerOptions {
                 name: "eng".into(),
-                kind: "rfc38".into(),
-                options: Some(r#"{"engine_url":"http://127.0.0.1:3000/"}"#.into()),
+                kind: LedgerKind::Rfc38,
+                options: serde_json::json!({"engine_url": "http://127.0.0.1:3000/"}),
             },
         ];
         Arc::new(SharedDirectory::new(Directory::build(
@@ -660,10 +663,10 @@ mod tests {
     #[tokio::test]
     async fn an_rfc38_ledger_without_an_engine_url_is_a_temporary_reject() {
         // Proves a ledger whose options lack engine_url answers T00 and calls nothing.
-        let ledgers = [LedgerRow {
+        let ledgers = [LedgerOptions {
             name: "eng".into(),
-            kind: "rfc38".into(),
-            options: Some("{}".into()),
+            kind: LedgerKind::Rfc38,
+            options: serde_json::json!({}),
         }];
         let engine = FakeEngine::new(Ok(Bytes::new()));
         let service = PeerSettleService::new(

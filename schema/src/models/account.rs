@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::DbError;
+pub use crate::enums::Relation;
 use crate::schema::{accounts, balances, routes};
 
 /// An account row.
@@ -21,8 +22,8 @@ pub struct Account {
     pub asset_code: String,
     /// Base units per whole unit, as a power of ten.
     pub asset_scale: i16,
-    /// `parent`, `peer` or `child` (see [`Relation`]).
-    pub relation: String,
+    /// Parent, peer or child.
+    pub relation: Relation,
     /// Largest packet amount accepted from this account; `None`: no limit.
     pub max_packet_amount: Option<i64>,
     /// Balance at which the worker settles; `None`: never.
@@ -49,49 +50,6 @@ pub struct Account {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// How an account relates to us, which decides its ILP address and ILDCP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Relation {
-    /// We are its child: it gives us our address.
-    Parent,
-    /// A peer at our level.
-    Peer,
-    /// Our child: its address is under ours.
-    Child,
-}
-
-impl Relation {
-    /// The value stored in `accounts.relation`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Relation::Parent => "parent",
-            Relation::Peer => "peer",
-            Relation::Child => "child",
-        }
-    }
-}
-
-impl std::str::FromStr for Relation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Relation, String> {
-        match s {
-            "parent" => Ok(Relation::Parent),
-            "peer" => Ok(Relation::Peer),
-            "child" => Ok(Relation::Child),
-            other => Err(format!(
-                "relation must be parent, peer or child, not {other:?}"
-            )),
-        }
-    }
-}
-
-impl Account {
-    /// The account's relation, parsed (the database's CHECK guarantees one of three).
-    pub fn relation(&self) -> Relation {
-        self.relation.parse().unwrap_or(Relation::Peer)
-    }
-}
-
 /// A new account.
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = accounts)]
@@ -105,7 +63,7 @@ pub struct NewAccount<'a> {
     /// See [`Account::asset_scale`].
     pub asset_scale: i16,
     /// See [`Account::relation`].
-    pub relation: &'a str,
+    pub relation: Relation,
     /// See [`Account::max_packet_amount`].
     pub max_packet_amount: Option<i64>,
     /// See [`Account::settle_threshold`].
@@ -133,7 +91,7 @@ pub struct AccountChanges {
     /// New ILP address.
     pub ilp_address: Option<Option<String>>,
     /// New relation.
-    pub relation: Option<String>,
+    pub relation: Option<Relation>,
     /// New per-packet limit.
     pub max_packet_amount: Option<Option<i64>>,
     /// New settle threshold.

@@ -1,15 +1,16 @@
 //! `balances` and `balance_journal`: what each account holder is owed, and why.
 //!
 //! Sign: positive = we owe the account holder. With [`super::balance_batch`] (the writer's
-//! batches) this module holds the only SQL that changes balances: the instance registry and
-//! the sweeper that gives back a dead instance's reservations.
+//! batches) this module holds the only SQL that changes balances: [`move_balance`] for
+//! settlements and claims, the instance registry and the sweeper that gives back a dead
+//! instance's reservations.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use crate::DbError;
 use crate::schema::{balance_journal, balances};
+use crate::{DbError, JournalKind};
 
 /// A `balances` row.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -86,6 +87,35 @@ pub async fn find_balance(
         .select(BalanceRow::as_select())
         .first(conn)
         .await?)
+}
+
+/// Moves the balance of `account_id` by `amount` and writes the journal row that says why,
+/// inside the caller's transaction (settlements, refunds, credited claims and notices).
+/// The balance CHECKs refuse a move past the credit limit ([`DbError::Refused`]).
+pub(crate) async fn move_balance(
+    conn: &mut AsyncPgConnection,
+    account_id: i64,
+    amount: i64,
+    kind: JournalKind,
+    reference: &str,
+) -> Result<(), DbError> {
+    diesel::update(balances::table.find(account_id))
+        .set((
+            balances::balance.eq(balances::balance + amount),
+            balances::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::insert_into(balance_journal::table)
+        .values((
+            balance_journal::account_id.eq(account_id),
+            balance_journal::amount.eq(amount),
+            balance_journal::kind.eq(kind),
+            balance_journal::reference.eq(reference),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Sum of the journal of one account: equals its balance, always.

@@ -223,10 +223,8 @@ impl BalanceConnection {
             });
             client
                 .batch_execute(&format!(
-                    "SET statement_timeout = {}; SET application_name = '{}'; \
-                     SET plan_cache_mode = force_generic_plan",
-                    config.statement_timeout.as_millis(),
-                    config.application_name.replace('\'', "''"),
+                    "{}; SET plan_cache_mode = force_generic_plan",
+                    crate::pool::setup_sql(config)
                 ))
                 .await
                 .map_err(unavailable)?;

@@ -8,14 +8,12 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Int8, Text};
+use diesel::sql_types::Int8;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use crate::DbError;
-use crate::schema::{accounts, balances, settlement_claims};
-
-/// Journal kind of a credited claim.
-const JOURNAL_KIND_RECEIVED: &str = "settlement_received";
+use crate::models::balance::move_balance;
+use crate::schema::{accounts, settlement_claims};
+use crate::{ClaimState, DbError, JournalKind};
 
 /// A claim as the `peer.settle` handler writes it (state `received`).
 #[derive(Debug, Clone, Copy, Insertable)]
@@ -59,7 +57,7 @@ pub struct ClaimRow {
     /// The ed25519 signature, 64 bytes.
     pub signature: Vec<u8>,
     /// `received`, `credited` or `rejected`.
-    pub state: String,
+    pub state: ClaimState,
     /// What crediting it added to the balance; set when `credited`.
     pub credited: Option<i64>,
     /// Why it was rejected.
@@ -79,7 +77,7 @@ pub async fn list_received_claims(
 ) -> Result<Vec<ClaimRow>, DbError> {
     Ok(settlement_claims::table
         .inner_join(accounts::table)
-        .filter(settlement_claims::state.eq("received"))
+        .filter(settlement_claims::state.eq(ClaimState::Received))
         .filter(accounts::ledger.eq(ledger))
         .filter(accounts::deleted_at.is_null())
         .order(settlement_claims::id)
@@ -146,19 +144,18 @@ where
             .select(settlement_claims::account_id)
             .first(conn)
             .await?;
-        let locked: Locked = diesel::sql_query(
-            "SELECT balance FROM balances WHERE account_id = $1 FOR UPDATE",
-        )
-        .bind::<Int8, _>(account_id)
-        .get_result(conn)
-        .await?;
+        let locked: Locked =
+            diesel::sql_query("SELECT balance FROM balances WHERE account_id = $1 FOR UPDATE")
+                .bind::<Int8, _>(account_id)
+                .get_result(conn)
+                .await?;
         let claim: ClaimRow = settlement_claims::table
             .find(claim_id)
             .select(ClaimRow::as_select())
             .for_update()
             .first(conn)
             .await?;
-        if claim.state != "received" {
+        if claim.state != ClaimState::Received {
             return Ok(ClaimOutcome::AlreadyProcessed);
         }
         let (asset_code, asset_scale, claims_public_key): (String, i16, Option<Vec<u8>>) =
@@ -173,7 +170,7 @@ where
                 .await?;
         let credited_so_far: Option<i64> = settlement_claims::table
             .filter(settlement_claims::account_id.eq(account_id))
-            .filter(settlement_claims::state.eq("credited"))
+            .filter(settlement_claims::state.eq(ClaimState::Credited))
             .select(diesel::dsl::max(settlement_claims::cumulative_amount))
             .first(conn)
             .await?;
@@ -202,32 +199,26 @@ where
                 return Ok(ClaimOutcome::Rejected(reason));
             }
         };
-        let Some(new_balance) = locked.balance.checked_add(delta) else {
+        if locked.balance.checked_add(delta).is_none() {
             let reason = format!("crediting {delta} would overflow the balance");
             mark_rejected(conn, claim_id, &reason).await?;
             return Ok(ClaimOutcome::Rejected(reason));
-        };
-        diesel::update(balances::table.find(account_id))
-            .set((
-                balances::balance.eq(new_balance),
-                balances::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await?;
-        diesel::sql_query(
-            "INSERT INTO balance_journal (account_id, amount, kind, reference) VALUES ($1, $2, $3, $4)",
+        }
+        move_balance(
+            conn,
+            account_id,
+            delta,
+            JournalKind::SettlementReceived,
+            &claim_id.to_string(),
         )
-        .bind::<Int8, _>(account_id)
-        .bind::<Int8, _>(delta)
-        .bind::<Text, _>(JOURNAL_KIND_RECEIVED)
-        .bind::<Text, _>(claim_id.to_string())
-        .execute(conn)
         .await?;
         diesel::update(settlement_claims::table.find(claim_id))
             .set((
-                settlement_claims::state.eq("credited"),
+                settlement_claims::state.eq(ClaimState::Credited),
                 settlement_claims::credited.eq(Some(delta)),
-                settlement_claims::processed_at.eq(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>>("now()")),
+                settlement_claims::processed_at.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                >("now()")),
             ))
             .execute(conn)
             .await?;
@@ -243,7 +234,7 @@ async fn mark_rejected(
 ) -> Result<(), DbError> {
     diesel::update(settlement_claims::table.find(claim_id))
         .set((
-            settlement_claims::state.eq("rejected"),
+            settlement_claims::state.eq(ClaimState::Rejected),
             settlement_claims::reason.eq(Some(reason)),
             settlement_claims::processed_at.eq(diesel::dsl::sql::<
                 diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,

@@ -13,43 +13,8 @@ use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::DbError;
+pub use crate::enums::LedgerKind;
 use crate::schema::ledgers;
-
-/// Which adaptor settles through a ledger; stored in `ledgers.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LedgerKind {
-    /// An external RFC 38 settlement engine over HTTP.
-    Rfc38,
-    /// Our native signed cumulative claims, sent as `peer.settle` messages.
-    Claims,
-}
-
-impl LedgerKind {
-    /// The value stored in `ledgers.kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LedgerKind::Rfc38 => "rfc38",
-            LedgerKind::Claims => "claims",
-        }
-    }
-}
-
-impl std::fmt::Display for LedgerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for LedgerKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<LedgerKind, String> {
-        match s {
-            "rfc38" => Ok(LedgerKind::Rfc38),
-            "claims" => Ok(LedgerKind::Claims),
-            other => Err(format!("kind must be rfc38 or claims, not {other:?}")),
-        }
-    }
-}
 
 /// A `ledgers` row.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -57,8 +22,8 @@ impl std::str::FromStr for LedgerKind {
 pub struct Ledger {
     /// The name the worker's configuration gives it.
     pub name: String,
-    /// `rfc38` or `claims` (see [`LedgerKind`]).
-    pub kind: String,
+    /// Which adaptor settles through it.
+    pub kind: LedgerKind,
     /// When it is next due for a poll.
     pub next_poll_at: DateTime<Utc>,
     /// When its last poll finished; `None`: never polled.
@@ -75,8 +40,8 @@ pub struct Ledger {
 pub struct NewLedger<'a> {
     /// See [`Ledger::name`].
     pub name: &'a str,
-    /// See [`Ledger::kind`]; [`LedgerKind::as_str`].
-    pub kind: &'a str,
+    /// See [`Ledger::kind`].
+    pub kind: LedgerKind,
     /// Its first due time, used only when the ledger is new.
     pub next_poll_at: DateTime<Utc>,
 }
@@ -87,9 +52,9 @@ pub struct ClaimedLedger {
     /// Its name.
     #[diesel(sql_type = Text)]
     pub name: String,
-    /// Its kind, as stored.
+    /// Its kind.
     #[diesel(sql_type = Text)]
-    pub kind: String,
+    pub kind: LedgerKind,
     /// The due time that made it claimable (`next_poll_at` at the claim).
     #[diesel(sql_type = Timestamptz)]
     pub due_at: DateTime<Utc>,
@@ -233,41 +198,24 @@ pub async fn publish_ledger_options(
 }
 
 /// A ledger's kind and published options, as connectors read them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = ledgers, check_for_backend(diesel::pg::Pg))]
 pub struct LedgerOptions {
     /// The ledger's name.
     pub name: String,
-    /// Its kind (`rfc38` or `claims`).
-    pub kind: String,
+    /// Its kind.
+    pub kind: LedgerKind,
     /// Its published options, a JSON object (e.g. `{"engine_url": "http://.."}`).
     pub options: serde_json::Value,
-}
-
-#[derive(QueryableByName)]
-struct LedgerOptionsRow {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Text)]
-    kind: String,
-    #[diesel(sql_type = Text)]
-    options: String,
 }
 
 /// Every registered ledger's kind and published options, by name.
 pub async fn list_ledger_options(
     conn: &mut AsyncPgConnection,
 ) -> Result<Vec<LedgerOptions>, DbError> {
-    let rows: Vec<LedgerOptionsRow> =
-        diesel::sql_query("SELECT name, kind, options::text AS options FROM ledgers ORDER BY name")
-            .load(conn)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| LedgerOptions {
-            options: serde_json::from_str(&row.options)
-                .unwrap_or_else(|_| serde_json::Value::Object(serde_json::Map::new())),
-            name: row.name,
-            kind: row.kind,
-        })
-        .collect())
+    Ok(ledgers::table
+        .order(ledgers::name)
+        .select(LedgerOptions::as_select())
+        .load(conn)
+        .await?)
 }

@@ -19,9 +19,10 @@ use diesel::sql_types::{BigInt, Int4, Int8, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::DbError;
 use crate::models::account::Account;
+use crate::models::balance::move_balance;
 use crate::schema::{accounts, ledger_accounts, settlements};
+use crate::{DbError, JournalKind, SettlementState};
 
 /// Most decimal digits of an incoming amount (`incoming_settlements.amount` is NUMERIC(40, 0)).
 pub const MAX_AMOUNT_DIGITS: usize = 40;
@@ -42,8 +43,8 @@ pub struct Settlement {
     pub ledger: String,
     /// Base units paid (what the balance was lowered by).
     pub amount: i64,
-    /// `pending`, `confirmed` or `failed`.
-    pub state: String,
+    /// Where it stands.
+    pub state: SettlementState,
     /// Ledger calls that ended without a definite answer.
     pub attempts: i32,
     /// When a pending settlement is next tried.
@@ -85,15 +86,17 @@ pub async fn list_accounts_to_settle(
          WHERE a.ledger = $1 AND a.deleted_at IS NULL AND a.settle_threshold IS NOT NULL \
            AND b.balance >= a.settle_threshold AND b.balance > a.settle_to \
            AND NOT EXISTS (SELECT 1 FROM settlements s \
-                           WHERE s.account_id = a.id AND s.ledger = $1 AND s.state = 'pending') \
+                           WHERE s.account_id = a.id AND s.ledger = $1 AND s.state = $4) \
            AND NOT EXISTS (SELECT 1 FROM settlements s \
-                           WHERE s.account_id = a.id AND s.ledger = $1 AND s.state = 'failed' \
+                           WHERE s.account_id = a.id AND s.ledger = $1 AND s.state = $5 \
                              AND s.updated_at > now() - make_interval(secs => $3)) \
          ORDER BY a.id LIMIT $2",
     )
     .bind::<Text, _>(ledger)
     .bind::<BigInt, _>(limit)
     .bind::<diesel::sql_types::Double, _>(REFUND_COOL_DOWN.as_secs_f64())
+    .bind::<Text, _>(SettlementState::Pending)
+    .bind::<Text, _>(SettlementState::Failed)
     .load(conn)
     .await?;
     Ok(rows.into_iter().map(|row| row.account_id).collect())
@@ -139,13 +142,14 @@ pub async fn start_settlement(
         let row: Option<ToSettle> = diesel::sql_query(
             "SELECT a.settle_threshold, a.settle_to, b.balance, \
                     EXISTS (SELECT 1 FROM settlements s WHERE s.account_id = a.id \
-                            AND s.ledger = $2 AND s.state = 'pending') AS pending \
+                            AND s.ledger = $2 AND s.state = $3) AS pending \
              FROM accounts a JOIN balances b ON b.account_id = a.id \
              WHERE a.id = $1 AND a.ledger = $2 AND a.deleted_at IS NULL \
              FOR UPDATE OF b",
         )
         .bind::<Int8, _>(account_id)
         .bind::<Text, _>(ledger)
+        .bind::<Text, _>(SettlementState::Pending)
         .get_result(conn)
         .await
         .optional()?;
@@ -161,18 +165,11 @@ pub async fn start_settlement(
             _ => return Ok(None),
         };
         let id = Uuid::new_v4();
-        diesel::sql_query(
-            "UPDATE balances SET balance = balance - $2, updated_at = now() WHERE account_id = $1",
-        )
-        .bind::<Int8, _>(account_id)
-        .bind::<Int8, _>(amount)
-        .execute(conn)
-        .await?;
-        journal(
+        move_balance(
             conn,
             account_id,
             -amount,
-            "settlement_sent",
+            JournalKind::SettlementSent,
             &id.to_string(),
         )
         .await?;
@@ -199,7 +196,7 @@ pub async fn list_due_settlements(
 ) -> Result<Vec<Settlement>, DbError> {
     Ok(settlements::table
         .filter(settlements::ledger.eq(ledger))
-        .filter(settlements::state.eq("pending"))
+        .filter(settlements::state.eq(SettlementState::Pending))
         .filter(settlements::next_attempt_at.le(diesel::dsl::now))
         .order(settlements::seq)
         .limit(limit)
@@ -239,10 +236,10 @@ pub async fn confirm_settlement(conn: &mut AsyncPgConnection, id: Uuid) -> Resul
     let updated = diesel::update(
         settlements::table
             .find(id)
-            .filter(settlements::state.eq("pending")),
+            .filter(settlements::state.eq(SettlementState::Pending)),
     )
     .set((
-        settlements::state.eq("confirmed"),
+        settlements::state.eq(SettlementState::Confirmed),
         settlements::updated_at.eq(diesel::dsl::now),
     ))
     .execute(conn)
@@ -263,11 +260,12 @@ pub async fn postpone_settlement(
         "UPDATE settlements SET attempts = attempts + 1, \
              next_attempt_at = now() + $2 * interval '1 millisecond', \
              last_error = $3, updated_at = now() \
-         WHERE id = $1 AND state = 'pending'",
+         WHERE id = $1 AND state = $4",
     )
     .bind::<diesel::sql_types::Uuid, _>(id)
     .bind::<Int8, _>(wait_ms)
     .bind::<Text, _>(truncate(error))
+    .bind::<Text, _>(SettlementState::Pending)
     .execute(conn)
     .await?;
     Ok(updated == 1)
@@ -285,7 +283,7 @@ pub async fn refund_settlement(
     conn.transaction::<_, DbError, _>(async |conn| {
         let settlement: Option<Settlement> = settlements::table
             .find(id)
-            .filter(settlements::state.eq("pending"))
+            .filter(settlements::state.eq(SettlementState::Pending))
             .select(Settlement::as_select())
             .for_update()
             .first(conn)
@@ -294,24 +292,17 @@ pub async fn refund_settlement(
         let Some(settlement) = settlement else {
             return Ok(false);
         };
-        diesel::sql_query(
-            "UPDATE balances SET balance = balance + $2, updated_at = now() WHERE account_id = $1",
-        )
-        .bind::<Int8, _>(settlement.account_id)
-        .bind::<Int8, _>(settlement.amount)
-        .execute(conn)
-        .await?;
-        journal(
+        move_balance(
             conn,
             settlement.account_id,
             settlement.amount,
-            "settlement_refunded",
+            JournalKind::SettlementRefunded,
             &id.to_string(),
         )
         .await?;
         diesel::update(settlements::table.find(id))
             .set((
-                settlements::state.eq("failed"),
+                settlements::state.eq(SettlementState::Failed),
                 settlements::attempts.eq(settlements::attempts + 1),
                 settlements::last_error.eq(Some(reason.as_str())),
                 settlements::updated_at.eq(diesel::dsl::now),
@@ -338,11 +329,12 @@ pub async fn cumulative_settled(
 ) -> Result<i64, DbError> {
     let row: Total = diesel::sql_query(
         "SELECT coalesce(sum(amount), 0)::int8 AS total FROM settlements \
-         WHERE account_id = $1 AND ledger = $2 AND seq <= $3 AND state <> 'failed'",
+         WHERE account_id = $1 AND ledger = $2 AND seq <= $3 AND state <> $4",
     )
     .bind::<Int8, _>(settlement.account_id)
     .bind::<Text, _>(&settlement.ledger)
     .bind::<Int8, _>(settlement.seq)
+    .bind::<Text, _>(SettlementState::Failed)
     .get_result(conn)
     .await?;
     Ok(row.total)
@@ -377,25 +369,6 @@ pub async fn record_ledger_account(
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;
-    Ok(())
-}
-
-async fn journal(
-    conn: &mut AsyncPgConnection,
-    account_id: i64,
-    amount: i64,
-    kind: &str,
-    reference: &str,
-) -> Result<(), DbError> {
-    diesel::sql_query(
-        "INSERT INTO balance_journal (account_id, amount, kind, reference) VALUES ($1, $2, $3, $4)",
-    )
-    .bind::<Int8, _>(account_id)
-    .bind::<Int8, _>(amount)
-    .bind::<Text, _>(kind)
-    .bind::<Text, _>(reference)
-    .execute(conn)
-    .await?;
     Ok(())
 }
 
@@ -565,7 +538,7 @@ pub async fn credit_incoming_settlement(
                 converted.credit
             ))
         })?;
-        let new_balance = target.balance.checked_add(credit).ok_or_else(|| {
+        target.balance.checked_add(credit).ok_or_else(|| {
             CreditError::InvalidAmount(format!(
                 "crediting {credit} would overflow the balance"
             ))
@@ -582,14 +555,14 @@ pub async fn credit_incoming_settlement(
         }
 
         if credit > 0 {
-            diesel::sql_query(
-                "UPDATE balances SET balance = $2, updated_at = now() WHERE account_id = $1",
+            move_balance(
+                conn,
+                account_id,
+                credit,
+                JournalKind::SettlementReceived,
+                idempotency_key,
             )
-            .bind::<Int8, _>(account_id)
-            .bind::<Int8, _>(new_balance)
-            .execute(conn)
             .await?;
-            journal(conn, account_id, credit, "settlement_received", idempotency_key).await?;
         }
         if rest == "0" {
             diesel::sql_query("DELETE FROM settlement_leftovers WHERE account_id = $1")
@@ -688,4 +661,35 @@ mod tests {
         assert_eq!(normalize_leftover("0", 9, 2), ("0".to_owned(), 2));
         assert_eq!(normalize_leftover("10", 3, 2), ("1".to_owned(), 2));
     }
+}
+
+/// One ledger's pending settlements, from the `dashboard_settlements_in_flight` view.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct SettlementsInFlight {
+    /// The ledger.
+    #[diesel(sql_type = Text)]
+    pub ledger: String,
+    /// How many are pending.
+    #[diesel(sql_type = Int8)]
+    pub settlements: i64,
+    /// Their sum, base units.
+    #[diesel(sql_type = Int8)]
+    pub amount: i64,
+    /// Age of the oldest, whole seconds, as PostgreSQL prints an interval.
+    #[diesel(sql_type = Text)]
+    pub oldest_age: String,
+}
+
+/// Every ledger with pending settlements, by name (`balances --watch`).
+pub async fn list_settlements_in_flight(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<SettlementsInFlight>, DbError> {
+    Ok(diesel::sql_query(
+        "SELECT ledger, settlements::int8 AS settlements, amount::int8 AS amount, \
+         date_trunc('second', oldest_age)::text AS oldest_age \
+         FROM dashboard_settlements_in_flight WHERE state = $1 ORDER BY ledger",
+    )
+    .bind::<Text, _>(SettlementState::Pending)
+    .load(conn)
+    .await?)
 }

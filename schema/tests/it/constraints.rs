@@ -13,7 +13,7 @@ pub fn new_account<'a>(username: &'a str, token_hash: &'a [u8]) -> NewAccount<'a
         ilp_address: None,
         asset_code: "USD",
         asset_scale: 2,
-        relation: "child",
+        relation: schema::Relation::Child,
         max_packet_amount: None,
         settle_threshold: None,
         settle_to: 0,
@@ -171,4 +171,83 @@ async fn journal_is_append_only() {
             .unwrap(),
         5
     );
+}
+
+#[derive(QueryableByName)]
+struct CheckDefinition {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    definition: String,
+}
+
+/// The quoted words of the CHECK constraint on `table.column`, sorted.
+async fn checked_words(conn: &mut AsyncPgConnection, table: &str, column: &str) -> Vec<String> {
+    let rows: Vec<CheckDefinition> = diesel::sql_query(
+        "SELECT pg_get_constraintdef(c.oid) AS definition FROM pg_constraint c \
+         JOIN pg_class t ON t.oid = c.conrelid \
+         WHERE t.relname = $1 AND c.contype = 'c' AND pg_get_constraintdef(c.oid) LIKE '%(' || $2 || ' = ANY (ARRAY[%'",
+    )
+    .bind::<diesel::sql_types::Text, _>(table)
+    .bind::<diesel::sql_types::Text, _>(column)
+    .load(conn)
+    .await
+    .expect("reading the CHECK");
+    assert_eq!(rows.len(), 1, "one CHECK on {table}.{column}");
+    let mut words: Vec<String> = rows[0]
+        .definition
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    words.sort();
+    words
+}
+
+fn sorted(words: impl Iterator<Item = &'static str>) -> Vec<String> {
+    let mut words: Vec<String> = words.map(str::to_owned).collect();
+    words.sort();
+    words
+}
+
+// Proves every TEXT enum has exactly the words its column's CHECK allows: a variant the
+// database refuses, or a word the database allows that Rust cannot read, fails this test.
+#[tokio::test]
+async fn every_text_enum_matches_its_check_constraint() {
+    use schema::{ClaimState, JournalKind, LedgerKind, Relation, SettlementState};
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    let cases = [
+        (
+            "accounts",
+            "relation",
+            sorted(Relation::ALL.iter().map(|v| v.as_str())),
+        ),
+        (
+            "ledgers",
+            "kind",
+            sorted(LedgerKind::ALL.iter().map(|v| v.as_str())),
+        ),
+        (
+            "settlements",
+            "state",
+            sorted(SettlementState::ALL.iter().map(|v| v.as_str())),
+        ),
+        (
+            "settlement_claims",
+            "state",
+            sorted(ClaimState::ALL.iter().map(|v| v.as_str())),
+        ),
+        (
+            "balance_journal",
+            "kind",
+            sorted(JournalKind::ALL.iter().map(|v| v.as_str())),
+        ),
+    ];
+    for (table, column, words) in cases {
+        assert_eq!(
+            checked_words(conn, table, column).await,
+            words,
+            "{table}.{column}"
+        );
+    }
 }

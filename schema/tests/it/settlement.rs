@@ -235,7 +235,7 @@ async fn outgoing_settlement_lowers_once_and_refunds_on_failure() {
 
     let settlement = start_settlement(conn, carol, "usd").await.unwrap().unwrap();
     assert_eq!(settlement.amount, 1400);
-    assert_eq!(settlement.state, "pending");
+    assert_eq!(settlement.state, schema::SettlementState::Pending);
     assert_eq!(balance(conn, carol).await, 100);
     assert!(
         start_settlement(conn, carol, "usd")
@@ -275,7 +275,7 @@ async fn outgoing_settlement_lowers_once_and_refunds_on_failure() {
     assert!(!confirm_settlement(conn, settlement.id).await.unwrap());
     assert_eq!(
         find_settlement(conn, settlement.id).await.unwrap().state,
-        "failed"
+        schema::SettlementState::Failed
     );
     assert_eq!(balance(conn, carol).await, 1500);
     // Refused: carol is over her threshold again but is not listed during the cool-down.

@@ -74,7 +74,7 @@ fn account<'a>(
         ilp_address: None,
         asset_code: asset,
         asset_scale: scale,
-        relation: "peer",
+        relation: schema::Relation::Peer,
         max_packet_amount: None,
         settle_threshold: Some(1000),
         settle_to: 0,

@@ -368,7 +368,7 @@ mod tests {
                 cumulative_amount: recorded,
                 signed_payload: signed,
                 signature: signature.to_vec(),
-                state: "received".to_owned(),
+                state: schema::ClaimState::Received,
                 credited: None,
                 reason: None,
                 received_at: chrono::Utc::now(),

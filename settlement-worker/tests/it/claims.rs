@@ -60,7 +60,7 @@ async fn peer_account(
             ilp_address: Some("g.bob"),
             asset_code: "USD",
             asset_scale: 2,
-            relation: "peer",
+            relation: schema::Relation::Peer,
             max_packet_amount: None,
             settle_threshold: Some(1000),
             settle_to: 0,
@@ -127,7 +127,7 @@ async fn received_claims_credit_the_delta_exactly_once() {
     assert_eq!((report.claims_credited, report.claims_rejected), (1, 1));
     assert_eq!(find_claim(conn, first).await.unwrap().credited, Some(150));
     let replayed = find_claim(conn, replay).await.unwrap();
-    assert_eq!(replayed.state, "rejected");
+    assert_eq!(replayed.state, schema::ClaimState::Rejected);
     assert!(
         replayed
             .reason
@@ -154,7 +154,10 @@ async fn received_claims_credit_the_delta_exactly_once() {
     let forged = receive(conn, bob, &SigningKey::from_bytes(&[1; 32]), 1000).await;
     poll_ledger(&pool, "chan", &adaptor, later()).await.unwrap();
     assert_eq!(find_claim(conn, higher).await.unwrap().credited, Some(250));
-    assert_eq!(find_claim(conn, lower).await.unwrap().state, "rejected");
+    assert_eq!(
+        find_claim(conn, lower).await.unwrap().state,
+        schema::ClaimState::Rejected
+    );
     for id in [tampered, forged] {
         let claim = find_claim(conn, id).await.unwrap();
         assert_eq!(
@@ -338,7 +341,7 @@ async fn outgoing_claims_are_cumulative_and_confirmed_on_fulfill() {
         settlements(conn)
             .await
             .iter()
-            .all(|s| s.state == "confirmed")
+            .all(|s| s.state == schema::SettlementState::Confirmed)
     );
     assert_eq!(balance(conn, bob).await, 0);
 }
@@ -357,7 +360,10 @@ async fn rejected_claims_refund_and_temporary_ones_retry_the_same_claim() {
         .await
         .unwrap();
     assert_eq!(report.refunded, 1);
-    assert_eq!(settlements(conn).await[0].state, "failed");
+    assert_eq!(
+        settlements(conn).await[0].state,
+        schema::SettlementState::Failed
+    );
     assert_eq!(balance(conn, bob).await, 1500);
 
     let db = TestDb::new().await;

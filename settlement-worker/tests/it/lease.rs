@@ -1,5 +1,6 @@
 //! `claim_due_ledger` / `finish_poll` / `register_ledgers`: one replica per ledger at a time.
 
+use schema::LedgerKind;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,13 +166,20 @@ async fn registering_again_keeps_schedule_state() -> anyhow::Result<()> {
         kind,
         next_poll_at,
     };
-    register_ledgers(&mut conn, &[new("claims", first)]).await?;
-    register_ledgers(&mut conn, &[new("rfc38", now)]).await?;
+    register_ledgers(&mut conn, &[new(LedgerKind::Claims, first)]).await?;
+    register_ledgers(&mut conn, &[new(LedgerKind::Rfc38, now)]).await?;
     let row = find_ledger(&mut conn, "one").await?;
-    assert_eq!(row.kind, "rfc38");
+    assert_eq!(row.kind, LedgerKind::Rfc38);
     assert_eq!(row.next_poll_at, first);
-    // The database's CHECKs back the config's validation.
-    let bad = register_ledgers(&mut conn, &[new("paypal", now)]).await;
+    // The database's CHECK backs the enum: a word outside it is refused.
+    let bad: Result<usize, schema::DbError> = diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(
+            "INSERT INTO ledgers (name, kind, next_poll_at) VALUES ('two', 'paypal', now())",
+        ),
+        &mut conn,
+    )
+    .await
+    .map_err(Into::into);
     assert!(matches!(bad, Err(schema::DbError::Refused(_))), "{bad:?}");
     Ok(())
 }

@@ -19,7 +19,7 @@ pub async fn register_due(conn: &mut AsyncPgConnection, names: &[&str]) {
         .iter()
         .map(|name| NewLedger {
             name,
-            kind: "claims",
+            kind: schema::LedgerKind::Claims,
             next_poll_at: now,
         })
         .collect();

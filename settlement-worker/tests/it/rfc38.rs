@@ -161,7 +161,7 @@ pub async fn funded_account(
             ilp_address: None,
             asset_code: "USD",
             asset_scale: 2,
-            relation: "peer",
+            relation: schema::Relation::Peer,
             max_packet_amount: None,
             settle_threshold: Some(1000),
             settle_to: 0,
@@ -310,7 +310,7 @@ async fn a_rejection_refunds_and_fails() {
     assert_eq!((report.started, report.refunded), (1, 1));
     let rows = settlements(conn).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].state, "failed");
+    assert_eq!(rows[0].state, schema::SettlementState::Failed);
     assert!(rows[0].last_error.as_deref().unwrap_or("").contains("400"));
     assert_eq!(balance(conn, carol).await, 1500);
     assert_eq!(journal_rows(conn, "settlement_sent").await, 1);
