@@ -23,11 +23,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use runtime::config::{AdminConfig, DatabaseConfig, LogConfig, one_line};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of environment overrides; `__` separates sections from keys.
@@ -133,96 +133,6 @@ impl Default for HttpConfig {
     }
 }
 
-/// `[database]`.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// PostgreSQL URL.
-    pub url: Option<String>,
-    /// Pool size.
-    pub pool_size: usize,
-    /// Per-statement timeout, milliseconds.
-    pub statement_timeout_ms: u64,
-    /// Connection wait timeout, milliseconds.
-    pub connect_timeout_ms: u64,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig {
-            url: None,
-            pool_size: schema::pool::DEFAULT_POOL_SIZE,
-            statement_timeout_ms: schema::pool::DEFAULT_STATEMENT_TIMEOUT.as_millis() as u64,
-            connect_timeout_ms: schema::pool::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
-        }
-    }
-}
-
-impl std::fmt::Debug for DatabaseConfig {
-    // The URL may carry a password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseConfig")
-            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
-            .field("pool_size", &self.pool_size)
-            .field("statement_timeout_ms", &self.statement_timeout_ms)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .finish()
-    }
-}
-
-impl DatabaseConfig {
-    /// The defaults, with `pool_size` connections (each binary has its own default).
-    pub fn with_pool_size(pool_size: usize) -> DatabaseConfig {
-        DatabaseConfig {
-            pool_size,
-            ..DatabaseConfig::default()
-        }
-    }
-
-    /// The pool settings, for a process named `application_name`.
-    pub fn pool_config(&self, application_name: &str) -> anyhow::Result<schema::PoolConfig> {
-        let Some(url) = &self.url else {
-            bail!(
-                "database.url is not set: pass --database-url, set DATABASE_URL, or set it in the config file"
-            );
-        };
-        Ok(schema::PoolConfig {
-            url: url.clone(),
-            application_name: application_name.to_owned(),
-            size: self.pool_size,
-            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-        })
-    }
-}
-
-/// `[admin]`: `/metrics` and `/health`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Listen address; `None`: no admin listener.
-    pub listen: Option<SocketAddr>,
-}
-
-/// `[log]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// Output format.
-    pub format: LogFormat,
-}
-
-/// How log lines look.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 impl ConnectorConfig {
     /// Reads `file` (when given), then the environment, and validates the result.
     /// Errors name the offending key.
@@ -277,12 +187,7 @@ impl ConnectorConfig {
         if self.balances.stale_after_secs == 0 {
             bail!("balances.stale_after_secs: must be at least 1");
         }
-        if self.database.pool_size == 0 {
-            bail!("database.pool_size: must be at least 1");
-        }
-        if self.database.statement_timeout_ms == 0 {
-            bail!("database.statement_timeout_ms: must be at least 1");
-        }
+        self.database.validate()?;
         if let Some(token) = &self.settlement_api.token
             && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
         {
@@ -312,30 +217,6 @@ impl ConnectorConfig {
         crate::packet::Address::new(address)
             .map_err(|err| anyhow::anyhow!("node.ilp_address: {err}"))
     }
-}
-
-/// Folds a figment error (which can span lines and list several keys) into one line that
-/// names each offending key: the binaries promise one-line reasons.
-pub fn one_line(err: figment::Error) -> String {
-    let mut message = String::new();
-    for e in err {
-        if !message.is_empty() {
-            message.push_str("; ");
-        }
-        let key = e.path.join(".");
-        let source = e
-            .metadata
-            .as_ref()
-            .and_then(|m| m.source.as_ref())
-            .map(|s| format!(" in {s}"))
-            .unwrap_or_default();
-        if key.is_empty() {
-            message.push_str(&format!("{}{source}", e.kind));
-        } else {
-            message.push_str(&format!("{key}: {}{source}", e.kind));
-        }
-    }
-    message
 }
 
 #[cfg(test)]

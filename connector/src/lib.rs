@@ -18,13 +18,13 @@
 //! - [`node`]: `serve`: loads accounts and routes, starts the HTTP listener (and the
 //!   settlement API's, when configured), runs until the stop signal.
 //! - [`cli`]: `accounts`, `routes`, `balances`: the operator's commands on the database.
-//! - [`admin`]: the admin listener, `/metrics` and `/health`.
-//! - [`telemetry`], [`shutdown`]: logging and the stop signal.
 //!
-//! The database contract (tables, the SQL that changes balances) is the `schema` crate.
+//! The database contract (tables, the SQL that changes balances) is the `schema` crate; what
+//! both binaries share to run as services (database, log and admin settings, the admin
+//! listener with `/metrics` and `/health`, the accept loop, logging, the stop signal) is the
+//! `runtime` crate.
 
 pub mod accounts;
-pub mod admin;
 pub mod balance;
 pub mod chain;
 pub mod cli;
@@ -35,5 +35,3 @@ pub mod packet;
 pub mod router;
 pub mod service;
 pub mod settlement;
-pub mod shutdown;
-pub mod telemetry;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use connector::cli::{self, AccountsCommand, Output, RoutesCommand};
-use connector::config::{ConnectorConfig, LogFormat};
+use connector::config::ConnectorConfig;
+use runtime::config::LogFormat;
 
 /// An Interledger (ILPv4) connector with balances in PostgreSQL.
 #[derive(Debug, Parser)]
@@ -85,9 +86,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Output { json: cli.json };
     match cli.command {
         Command::Serve => {
-            connector::telemetry::init_tracing(config.log.format)?;
-            let shutdown =
-                connector::shutdown::cancel_on_signal().context("installing signal handlers")?;
+            runtime::telemetry::init_tracing(config.log.format)?;
+            let shutdown = runtime::shutdown::cancel_on_signal("stopping")
+                .context("installing signal handlers")?;
             connector::node::serve(config, shutdown).await
         }
         Command::Migrate => {

@@ -50,7 +50,7 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
         }
     };
 
-    let instance_name = format!("{}-{}", hostname(), std::process::id());
+    let instance_name = runtime::instance::default_instance_name();
     let (instance, directory) = loop {
         let started = async {
             let mut conn = pool.get().await?;
@@ -133,10 +133,10 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
     let admin = match config.admin.listen {
         None => "disabled".to_owned(),
         Some(listen) => {
-            let metrics = crate::admin::install_metrics()?;
-            let listener = crate::admin::bind(listen).await?;
+            let metrics = runtime::admin::install_metrics()?;
+            let listener = runtime::admin::bind(listen).await?;
             let address = listener.local_addr()?;
-            tasks.spawn(crate::admin::serve(
+            tasks.spawn(runtime::admin::serve(
                 listener,
                 metrics,
                 pool.clone(),
@@ -192,10 +192,4 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
     }
     tracing::info!("ilp-connector stopped");
     Ok(())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".to_owned())
 }

@@ -85,7 +85,7 @@ pub struct WorkerConfig {
     pub ledgers: Vec<LedgerConfig>,
 }
 
-pub use connector::config::{AdminConfig, DatabaseConfig, LogConfig, LogFormat};
+pub use runtime::config::{AdminConfig, DatabaseConfig, LogConfig, LogFormat};
 
 /// `[worker]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,8 +227,8 @@ impl WorkerConfig {
     ) -> anyhow::Result<WorkerConfig> {
         let file: FileConfig = figment
             .extract()
-            .map_err(|err| anyhow::anyhow!(connector::config::one_line(err)))?;
-        validate_database(&file.database)?;
+            .map_err(|err| anyhow::anyhow!(runtime::config::one_line(err)))?;
+        file.database.validate()?;
         let worker = validate_worker(file.worker)?;
         let mut ledgers = validate_ledgers(file.ledgers)?;
         apply_ledger_env(&mut ledgers, env)?;
@@ -256,23 +256,10 @@ impl WorkerConfig {
     }
 }
 
-fn validate_database(database: &DatabaseConfig) -> anyhow::Result<()> {
-    if database.pool_size == 0 {
-        bail!("database.pool_size: must be at least 1");
-    }
-    if database.statement_timeout_ms == 0 {
-        bail!("database.statement_timeout_ms: must be at least 1");
-    }
-    if database.connect_timeout_ms == 0 {
-        bail!("database.connect_timeout_ms: must be at least 1");
-    }
-    Ok(())
-}
-
 fn validate_worker(worker: FileWorker) -> anyhow::Result<WorkerSettings> {
     let instance_name = match worker.instance_name {
         Some(name) => name,
-        None => default_instance_name(),
+        None => runtime::instance::default_instance_name(),
     };
     if instance_name.trim().is_empty() || instance_name.chars().count() > MAX_INSTANCE_NAME_CHARS {
         bail!("worker.instance_name: must be 1 to {MAX_INSTANCE_NAME_CHARS} characters, not blank");
@@ -419,18 +406,6 @@ fn set_option(
     }
     table.insert(last.clone(), Value::String(value.to_owned()));
     Ok(())
-}
-
-/// `<hostname>-<pid>`: unique per live replica, and it says where the replica runs.
-fn default_instance_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}-{}", std::process::id())
 }
 
 /// Milliseconds of a `Duration` constant, saturating (they are all far below `u64::MAX`).

@@ -7,8 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use settlement_worker::{LogFormat, WorkerConfig};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 /// Shown in `pg_stat_activity.application_name`.
 const APPLICATION_NAME: &str = "ilp-settlement-worker";
@@ -49,29 +47,13 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     if let Some(format) = cli.log_format {
         config.log.format = format;
     }
-    connector::telemetry::init_tracing(config.log.format)?;
+    runtime::telemetry::init_tracing(config.log.format)?;
 
     let pool_config = config.database.pool_config(APPLICATION_NAME)?;
     let pool = schema::build_pool(&pool_config).context("building the database pool")?;
 
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone())?;
+    // The worker stops after its current ledger run.
+    let shutdown = runtime::shutdown::cancel_on_signal("stopping after the current ledger run")
+        .context("installing signal handlers")?;
     settlement_worker::run(config, pool, shutdown).await
-}
-
-/// Cancels `shutdown` on the first SIGINT or SIGTERM; the worker stops after its current
-/// ledger run.
-fn cancel_on_signal(shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "stopping after the current ledger run");
-        shutdown.cancel();
-    });
-    Ok(())
 }

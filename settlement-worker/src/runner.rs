@@ -11,7 +11,7 @@
 //! (every settlement step is conditional and keyed), only wasteful.
 //!
 //! With `admin.listen` set, [`run`] also serves `/metrics` and `/health` (the connector's
-//! `connector::admin`) and records [`LEDGER_POLL_SECONDS`] per poll; after the ready line it
+//! `runtime::admin`) and records [`LEDGER_POLL_SECONDS`] per poll; after the ready line it
 //! tells systemd it is ready (`Type=notify`; a no-op without `NOTIFY_SOCKET`).
 //!
 //! [`Schedule`]: crate::schedule::Schedule
@@ -168,12 +168,12 @@ async fn start_admin(
     let Some(listen) = listen else {
         return Ok("disabled".to_owned());
     };
-    let metrics = connector::admin::install_metrics().context("installing the metrics recorder")?;
-    let listener = connector::admin::bind(listen).await?;
+    let metrics = runtime::admin::install_metrics().context("installing the metrics recorder")?;
+    let listener = runtime::admin::bind(listen).await?;
     let address = listener
         .local_addr()
         .context("reading the admin listener's address")?;
-    tokio::spawn(connector::admin::serve(
+    tokio::spawn(runtime::admin::serve(
         listener,
         metrics,
         pool.clone(),

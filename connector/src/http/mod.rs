@@ -4,23 +4,16 @@
 pub mod client;
 pub mod server;
 
+pub use runtime::listener::serve_connections;
+
 /// Content types we accept and send.
 pub const OCTET_STREAM: &str = "application/octet-stream";
 /// The alternative content type some implementations send.
 pub const ILP_OCTET_STREAM: &str = "application/ilp+octet-stream";
 
-use std::convert::Infallible;
-use std::time::Duration;
-
 use bytes::Bytes;
-use http_body_util::Full;
+use hyper::Request;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// Why an HTTP body was not read.
 #[derive(Debug, thiserror::Error)]
@@ -76,63 +69,4 @@ pub fn into_mut(bytes: Bytes) -> bytes::BytesMut {
     bytes
         .try_into_mut()
         .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]))
-}
-
-/// Pause after a failed `accept` (out of file descriptors and the like), rather than spin.
-const ACCEPT_RETRY: Duration = Duration::from_millis(50);
-
-/// Serves HTTP/1.1 keep-alive connections from `listener`, answering each request with
-/// `handle`, until `shutdown`; then waits up to `grace` for requests in flight. Every
-/// listener of the connector (ILP-over-HTTP, the RFC 38 node API, admin) runs on this.
-pub async fn serve_connections<H, F>(
-    name: &'static str,
-    listener: TcpListener,
-    handle: H,
-    shutdown: CancellationToken,
-    grace: Duration,
-) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
-{
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(listener = name, error = %err, "accept failed");
-                    tokio::time::sleep(ACCEPT_RETRY).await;
-                    continue;
-                }
-            },
-        };
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-        let handle = handle.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let answer = handle(request);
-            async move { Ok::<_, Infallible>(answer.await) }
-        });
-        let connection = http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(listener = name, peer = %peer, error = %err, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            listener = name,
-            "connections still open after the shutdown grace period"
-        );
-    }
 }

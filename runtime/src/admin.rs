@@ -55,7 +55,7 @@ pub async fn serve(
         let (metrics, pool) = (metrics.clone(), pool.clone());
         async move { answer(&request, &metrics, &pool).await }
     };
-    crate::http::serve_connections("admin", listener, handle, shutdown, HEALTH_TIMEOUT).await;
+    crate::listener::serve_connections("admin", listener, handle, shutdown, HEALTH_TIMEOUT).await;
 }
 
 async fn answer(

@@ -2,8 +2,9 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels the returned token on SIGINT or SIGTERM. Call once, from `main`.
-pub fn cancel_on_signal() -> std::io::Result<CancellationToken> {
+/// Cancels the returned token on the first SIGINT or SIGTERM, logging `stopping` (what the
+/// process does now) with the signal's name. Call once, from `main`.
+pub fn cancel_on_signal(stopping: &'static str) -> std::io::Result<CancellationToken> {
     use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -14,7 +15,7 @@ pub fn cancel_on_signal() -> std::io::Result<CancellationToken> {
             _ = interrupt.recv() => "SIGINT",
             _ = terminate.recv() => "SIGTERM",
         };
-        tracing::info!(signal = name, "stopping");
+        tracing::info!(signal = name, "{stopping}");
         cancel.cancel();
     });
     Ok(token)

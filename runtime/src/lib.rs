@@ -1,0 +1,18 @@
+//! What `ilp-connector` and `ilp-settlement-worker` share to run as services, so neither
+//! binary reaches into the other's rooms.
+//!
+//! # Layout
+//! - [`config`]: the `[database]`, `[log]` and `[admin]` settings and their checks;
+//!   [`config::one_line`] folds a configuration error into one line.
+//! - [`admin`]: the admin listener, `/metrics` and `/health`.
+//! - [`listener`]: the accept loop every HTTP listener runs on.
+//! - [`telemetry`]: `tracing` to stderr, text or JSON.
+//! - [`shutdown`]: SIGINT or SIGTERM cancels a token.
+//! - [`instance`]: `<hostname>-<pid>`, the name a process goes by in shared tables.
+
+pub mod admin;
+pub mod config;
+pub mod instance;
+pub mod listener;
+pub mod shutdown;
+pub mod telemetry;
