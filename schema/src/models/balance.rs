@@ -220,10 +220,12 @@ pub async fn sweep_instances(
         .bind::<diesel::sql_types::Array<SqlUuid>, _>(&ids)
         .execute(conn)
         .await?;
-        diesel::sql_query("DELETE FROM connector_instances WHERE id = ANY($1)")
-            .bind::<diesel::sql_types::Array<SqlUuid>, _>(&ids)
-            .execute(conn)
-            .await?;
+        diesel::delete(
+            crate::schema::connector_instances::table
+                .filter(crate::schema::connector_instances::id.eq_any(&ids)),
+        )
+        .execute(conn)
+        .await?;
         Ok(ids.len())
     })
     .await
@@ -242,11 +244,12 @@ pub async fn report_in_flight(
     let amounts: Vec<i64> = in_flight.iter().map(|e| e.1).collect();
     let packets: Vec<i64> = in_flight.iter().map(|e| e.2).collect();
     conn.transaction::<_, DbError, _>(async |conn| {
-        diesel::sql_query(
-            "DELETE FROM connector_in_flight WHERE instance_id = $1 AND account_id <> ALL($2)",
+        use crate::schema::connector_in_flight;
+        diesel::delete(
+            connector_in_flight::table
+                .filter(connector_in_flight::instance_id.eq(instance))
+                .filter(connector_in_flight::account_id.ne_all(&accounts)),
         )
-        .bind::<SqlUuid, _>(instance)
-        .bind::<Array<Int8>, _>(&accounts)
         .execute(conn)
         .await?;
         diesel::sql_query(

@@ -8,11 +8,10 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::Int8;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::models::balance::move_balance;
-use crate::schema::{accounts, settlement_claims};
+use crate::schema::{accounts, balances, settlement_claims};
 use crate::{ClaimState, DbError, JournalKind};
 
 /// A claim as the `peer.settle` handler writes it (state `received`).
@@ -116,12 +115,6 @@ pub enum ClaimOutcome {
     AlreadyProcessed,
 }
 
-#[derive(QueryableByName)]
-struct Locked {
-    #[diesel(sql_type = Int8)]
-    balance: i64,
-}
-
 /// Decides on the claim `claim_id` in one transaction, with the account's balance row and
 /// the claim locked (so two runs never credit one account's claims at once).
 ///
@@ -144,11 +137,12 @@ where
             .select(settlement_claims::account_id)
             .first(conn)
             .await?;
-        let locked: Locked =
-            diesel::sql_query("SELECT balance FROM balances WHERE account_id = $1 FOR UPDATE")
-                .bind::<Int8, _>(account_id)
-                .get_result(conn)
-                .await?;
+        let balance: i64 = balances::table
+            .find(account_id)
+            .select(balances::balance)
+            .for_update()
+            .first(conn)
+            .await?;
         let claim: ClaimRow = settlement_claims::table
             .find(claim_id)
             .select(ClaimRow::as_select())
@@ -199,7 +193,7 @@ where
                 return Ok(ClaimOutcome::Rejected(reason));
             }
         };
-        if locked.balance.checked_add(delta).is_none() {
+        if balance.checked_add(delta).is_none() {
             let reason = format!("crediting {delta} would overflow the balance");
             mark_rejected(conn, claim_id, &reason).await?;
             return Ok(ClaimOutcome::Rejected(reason));

@@ -176,12 +176,13 @@ pub async fn publish_ledger_options(
     name: &str,
     options: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<bool, DbError> {
-    let json = serde_json::Value::Object(options.clone()).to_string();
-    let updated = diesel::sql_query(
-        "UPDATE ledgers SET options = $2::jsonb WHERE name = $1 AND options IS DISTINCT FROM $2::jsonb",
+    let json = serde_json::Value::Object(options.clone());
+    let updated = diesel::update(
+        ledgers::table
+            .find(name)
+            .filter(ledgers::options.is_distinct_from(&json)),
     )
-    .bind::<Text, _>(name)
-    .bind::<Text, _>(&json)
+    .set(ledgers::options.eq(&json))
     .execute(conn)
     .await?;
     if updated == 1 {

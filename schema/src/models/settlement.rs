@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::models::account::Account;
 use crate::models::balance::move_balance;
-use crate::schema::{accounts, ledger_accounts, settlements};
+use crate::schema::{accounts, ledger_accounts, settlement_leftovers, settlements};
 use crate::{DbError, JournalKind, SettlementState};
 
 /// Most decimal digits of an incoming amount (`incoming_settlements.amount` is NUMERIC(40, 0)).
@@ -565,8 +565,7 @@ pub async fn credit_incoming_settlement(
             .await?;
         }
         if rest == "0" {
-            diesel::sql_query("DELETE FROM settlement_leftovers WHERE account_id = $1")
-                .bind::<Int8, _>(account_id)
+            diesel::delete(settlement_leftovers::table.find(account_id))
                 .execute(conn)
                 .await?;
         } else {
