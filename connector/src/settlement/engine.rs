@@ -20,6 +20,8 @@ use crate::packet::MAX_DATA_BYTES;
 pub const ENGINE_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest engine reply we accept: it becomes Fulfill data, which RFC 27 caps.
 pub const MAX_ENGINE_REPLY_BYTES: usize = MAX_DATA_BYTES;
+/// Most of an engine's error body relayed to the peer in a Reject's data, in bytes.
+pub const MAX_ENGINE_ERROR_BYTES: usize = 8 * 1024;
 /// Time allowed to open a TCP connection to an engine.
 pub const ENGINE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -35,9 +37,15 @@ pub enum EngineError {
     /// No complete reply within the time allowed.
     #[error("engine did not answer within {0:?}")]
     Timeout(Duration),
-    /// A reply other than 2xx.
-    #[error("engine answered HTTP {0}")]
-    Status(StatusCode),
+    /// A reply other than 2xx, with (up to [`MAX_ENGINE_ERROR_BYTES`] of) its body, which
+    /// the peer's engine gets in the Reject's data.
+    #[error("engine answered HTTP {status}")]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The start of the body; empty when it could not be read.
+        body: Bytes,
+    },
     /// A 2xx reply over [`MAX_ENGINE_REPLY_BYTES`].
     #[error("engine reply is over {MAX_ENGINE_REPLY_BYTES} bytes, too long for a Fulfill")]
     TooLarge,
@@ -109,7 +117,9 @@ impl SettlementEngine for HttpEngineClient {
                 .map_err(|err| EngineError::Unreachable(schema::error::with_causes(&err)))?;
             let status = response.status();
             if !status.is_success() {
-                return Err(EngineError::Status(status));
+                // The error body tells the peer's engine why; a longer one is cut, not refused.
+                let body = read_prefix(response.into_body(), MAX_ENGINE_ERROR_BYTES).await;
+                return Err(EngineError::Status { status, body });
             }
             crate::http::read_body(response.into_body(), MAX_ENGINE_REPLY_BYTES)
                 .await
@@ -122,4 +132,22 @@ impl SettlementEngine for HttpEngineClient {
             .await
             .map_err(|_| EngineError::Timeout(timeout))?
     }
+}
+
+/// Up to `limit` bytes of `body`: what arrived before the limit or a failure.
+async fn read_prefix(mut body: hyper::body::Incoming, limit: usize) -> Bytes {
+    use http_body_util::BodyExt;
+    let mut prefix = bytes::BytesMut::new();
+    while prefix.len() < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = limit - prefix.len();
+                    prefix.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    prefix.freeze()
 }

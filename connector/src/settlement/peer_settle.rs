@@ -238,15 +238,20 @@ impl<C: ClaimStore, E: SettlementEngine, S> PeerSettleService<C, E, S> {
                     EngineError::Unreachable(_) | EngineError::BadUrl(_) => {
                         ErrorCode::T01_PEER_UNREACHABLE
                     }
-                    EngineError::Timeout(_) | EngineError::Status(_) | EngineError::TooLarge => {
-                        ErrorCode::T00_INTERNAL_ERROR
-                    }
+                    EngineError::Timeout(_)
+                    | EngineError::Status { .. }
+                    | EngineError::TooLarge => ErrorCode::T00_INTERNAL_ERROR,
+                };
+                // The engine's error body, for the peer's engine to read.
+                let data = match &err {
+                    EngineError::Status { body, .. } => &body[..],
+                    _ => &[],
                 };
                 Err(reject(
                     &self.node,
                     code,
                     &format!("peer.settle: settlement engine: {err}"),
-                    &[],
+                    data,
                 ))
             }
         }
@@ -524,7 +529,10 @@ mod tests {
         let next = Recorder::new(|| Ok(fulfill()));
         let service = service(
             claims,
-            FakeEngine::new(Err(EngineError::Status(hyper::StatusCode::BAD_GATEWAY))),
+            FakeEngine::new(Err(EngineError::Status {
+                status: hyper::StatusCode::BAD_GATEWAY,
+                body: Bytes::new(),
+            })),
             next.clone(),
         );
         let data = claim_message(&payload("USD", 2), &hex::encode([5u8; 64]));
@@ -636,7 +644,10 @@ mod tests {
                 ErrorCode::T00_INTERNAL_ERROR,
             ),
             (
-                EngineError::Status(hyper::StatusCode::INTERNAL_SERVER_ERROR),
+                EngineError::Status {
+                    status: hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                    body: Bytes::new(),
+                },
                 ErrorCode::T00_INTERNAL_ERROR,
             ),
             (EngineError::TooLarge, ErrorCode::T00_INTERNAL_ERROR),
@@ -658,6 +669,29 @@ mod tests {
             assert_eq!(reject.code(), code, "{error}");
             assert_eq!(reject.triggered_by().unwrap().as_str(), "test.node");
         }
+    }
+
+    #[tokio::test]
+    async fn an_engine_error_body_goes_back_in_the_reject_data() {
+        // Proves the peer's engine learns why ours refused its message: the body is the data.
+        let body = Bytes::from_static(br#"{"error":"unknown account"}"#);
+        let service = service(
+            Arc::new(FakeClaims::default()),
+            FakeEngine::new(Err(EngineError::Status {
+                status: hyper::StatusCode::NOT_FOUND,
+                body: body.clone(),
+            })),
+            Recorder::new(|| Ok(fulfill())),
+        );
+        let reject = send(
+            &service,
+            account_on(9, Some("eng")),
+            settle(&PEER_PROTOCOL_CONDITION, 0, b"m"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(reject.code(), ErrorCode::T00_INTERNAL_ERROR);
+        assert_eq!(reject.data(), &body[..]);
     }
 
     #[tokio::test]

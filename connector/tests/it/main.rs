@@ -2,4 +2,5 @@
 //! node API (`settlement_api`).
 
 mod cli;
+mod engine;
 mod settlement_api;
