@@ -2,5 +2,6 @@
 //! node API (`settlement_api`).
 
 mod cli;
+#[allow(clippy::unwrap_used)]
 mod engine;
 mod settlement_api;
