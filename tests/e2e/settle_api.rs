@@ -232,7 +232,7 @@ async fn the_node_api_relays_a_message_to_the_peer_and_returns_its_engines_reply
     let refused = client.request(post("wrong")).await.expect("sending");
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     let response = client.request(post("api-token")).await.expect("sending");
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status(), StatusCode::CREATED, "RFC 38 answers 201");
     let body = response
         .into_body()
         .collect()

@@ -4,7 +4,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `POST /accounts/{id}/settlements`, `Idempotency-Key`, JSON `{"amount":"<digits>","scale":N}` | `201`, JSON Quantity of what was credited (the same key again: the same answer, no second credit) |
-//! | `POST /accounts/{id}/messages`, any bytes | sent to the account's peer as a `peer.settle` Prepare; Fulfill → `200` with its data; Reject → `502` with code and message |
+//! | `POST /accounts/{id}/messages`, any bytes | sent to the account's peer as a `peer.settle` Prepare; Fulfill → `201` with its data (RFC 38); Reject → `502` with code and message |
 //! | missing or wrong `Authorization: Bearer <settlement_api.token>` | `401` |
 //! | no `Idempotency-Key`, bad JSON, amount or scale | `400` with the reason, nothing credited |
 //! | unknown account | `404` |
@@ -362,8 +362,9 @@ async fn relay_message<O: OutgoingService>(
         prepare,
     };
     match tokio::time::timeout(MESSAGE_EXPIRY, state.outgoing.send_request(outgoing)).await {
+        // RFC 38: a relayed message is answered 201 with the peer engine's reply.
         Ok(Ok(fulfill)) => respond(
-            StatusCode::OK,
+            StatusCode::CREATED,
             OCTET_STREAM,
             Bytes::from(fulfill.into_data()),
         ),
