@@ -110,8 +110,27 @@ struct ToSettle {
     settle_to: i64,
     #[diesel(sql_type = Int8)]
     balance: i64,
+    #[diesel(sql_type = Int8)]
+    reserved: i64,
+    #[diesel(sql_type = Nullable<Int8>)]
+    credit_limit: Option<i64>,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     pending: bool,
+}
+
+/// What may be paid now: down to `settle_to`, but never so far that the credit the
+/// account's Prepares in flight have reserved would break the credit limit
+/// (`balance - amount - reserved >= -credit_limit`, the `balances_within_credit_limit`
+/// CHECK). `None` when nothing may be paid.
+fn settleable(row: &ToSettle) -> Option<i64> {
+    let owed = i128::from(row.balance) - i128::from(row.settle_to);
+    let allowed = match row.credit_limit {
+        None => owed,
+        Some(limit) => {
+            owed.min(i128::from(row.balance) - i128::from(row.reserved) + i128::from(limit))
+        }
+    };
+    i64::try_from(allowed).ok().filter(|amount| *amount > 0)
 }
 
 /// The live account `account_id`; `None` when it does not exist or was removed.
@@ -130,7 +149,8 @@ pub async fn find_live_account(
 
 /// In one transaction, with the balance row locked: when `account_id` (live, settled through
 /// `ledger`, no settlement pending there) has reached its threshold, lowers its balance to
-/// `settle_to`, journals it (`settlement_sent`, reference = the settlement id) and inserts a
+/// `settle_to` (or less far, while credit reserved for its Prepares in flight needs the
+/// rest; see `settleable`), journals it (`settlement_sent`, reference = the settlement id) and inserts a
 /// `pending` settlement of the difference under a fresh UUID. `None` when there is nothing
 /// to settle (anymore).
 pub async fn start_settlement(
@@ -140,7 +160,7 @@ pub async fn start_settlement(
 ) -> Result<Option<Settlement>, DbError> {
     conn.transaction::<_, DbError, _>(async |conn| {
         let row: Option<ToSettle> = diesel::sql_query(
-            "SELECT a.settle_threshold, a.settle_to, b.balance, \
+            "SELECT a.settle_threshold, a.settle_to, b.balance, b.reserved, b.credit_limit, \
                     EXISTS (SELECT 1 FROM settlements s WHERE s.account_id = a.id \
                             AND s.ledger = $2 AND s.state = $3) AS pending \
              FROM accounts a JOIN balances b ON b.account_id = a.id \
@@ -160,9 +180,8 @@ pub async fn start_settlement(
         if row.pending || row.balance < threshold {
             return Ok(None);
         }
-        let amount = match row.balance.checked_sub(row.settle_to) {
-            Some(amount) if amount > 0 => amount,
-            _ => return Ok(None),
+        let Some(amount) = settleable(&row) else {
+            return Ok(None);
         };
         let id = Uuid::new_v4();
         move_balance(

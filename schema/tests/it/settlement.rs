@@ -312,3 +312,37 @@ async fn an_account_without_a_ledger_is_never_lowered() {
     );
     assert_eq!(balance(conn, carol).await, 1500);
 }
+
+#[tokio::test]
+async fn a_settlement_leaves_the_credit_reserved_for_prepares_in_flight() {
+    // Proves an account whose Prepares in flight hold part of its credit is paid only what
+    // leaves that reservation within its credit limit (the CHECK never fires), and is paid
+    // the rest once the reservation is given back.
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    let carol = settle_setup(conn, Some("usd")).await;
+    // A connector has reserved 600 of carol's credit for her Prepares in flight.
+    diesel::update(schema::schema::balances::table.find(carol))
+        .set(schema::schema::balances::reserved.eq(600))
+        .execute(conn)
+        .await
+        .unwrap();
+    let settlement = start_settlement(conn, carol, "usd").await.unwrap().unwrap();
+    assert_eq!(settlement.amount, 900, "1500 - 600 reserved, credit limit 0");
+    assert_eq!(balance(conn, carol).await, 600);
+    assert!(confirm_settlement(conn, settlement.id).await.unwrap());
+    // Fully reserved: nothing may be paid, and nothing is refused by the database either.
+    assert!(start_settlement(conn, carol, "usd").await.unwrap().is_none());
+    // The Prepares ended: the reservation is back, and the rest is paid down to settle_to.
+    diesel::update(schema::schema::balances::table.find(carol))
+        .set(schema::schema::balances::reserved.eq(0))
+        .execute(conn)
+        .await
+        .unwrap();
+    credit_incoming_settlement(conn, carol, "more", "500", 2)
+        .await
+        .unwrap();
+    let settlement = start_settlement(conn, carol, "usd").await.unwrap().unwrap();
+    assert_eq!(settlement.amount, 1000, "1100 down to settle_to 100");
+    assert_eq!(balance(conn, carol).await, 100);
+}
