@@ -59,6 +59,10 @@ pub const SETTLEMENT_CONFIRMED: &str = "confirmed";
 pub const SETTLEMENT_RETRY: &str = "retry";
 /// `outcome` of a settlement the ledger definitely rejected: refunded.
 pub const SETTLEMENT_FAILED: &str = "failed";
+/// `outcome` of an account that could not be settled this poll (the database refused its
+/// settlement): logged, skipped, tried again on the next poll; the ledger's other accounts
+/// go on.
+pub const SETTLEMENT_SKIPPED: &str = "skipped";
 /// Counter of received claims processed, by `ledger` and `outcome` ([`CLAIM_CREDITED`],
 /// [`CLAIM_REJECTED`]).
 pub const CLAIMS_TOTAL: &str = "ilp_claims_total";
@@ -82,6 +86,8 @@ pub struct PollReport {
     pub claims_credited: u32,
     /// Received claims rejected.
     pub claims_rejected: u32,
+    /// Accounts over their threshold whose settlement could not be started this poll.
+    pub skipped: u32,
     /// Whether work was left for the next poll (the per-poll limit or the deadline).
     pub deferred: bool,
 }
@@ -141,7 +147,23 @@ pub async fn poll_ledger(
                     );
                     continue;
                 }
-                start_settlement(&mut conn, account_id, ledger).await?
+                match start_settlement(&mut conn, account_id, ledger).await {
+                    Ok(settlement) => settlement,
+                    // The database itself is away: no other account would fare better.
+                    Err(err @ DbError::Unavailable(_)) => return Err(err),
+                    // Anything else is this account's own trouble: the others go on.
+                    Err(err) => {
+                        report.skipped += 1;
+                        count_settlement(ledger, SETTLEMENT_SKIPPED);
+                        tracing::warn!(
+                            account.id = account.id,
+                            account.username = %account.username,
+                            error = %err,
+                            "settlement not started; tried again on the next poll"
+                        );
+                        continue;
+                    }
+                }
             };
             let Some(settlement) = settlement else {
                 continue;

@@ -328,11 +328,19 @@ async fn a_settlement_leaves_the_credit_reserved_for_prepares_in_flight() {
         .await
         .unwrap();
     let settlement = start_settlement(conn, carol, "usd").await.unwrap().unwrap();
-    assert_eq!(settlement.amount, 900, "1500 - 600 reserved, credit limit 0");
+    assert_eq!(
+        settlement.amount, 900,
+        "1500 - 600 reserved, credit limit 0"
+    );
     assert_eq!(balance(conn, carol).await, 600);
     assert!(confirm_settlement(conn, settlement.id).await.unwrap());
     // Fully reserved: nothing may be paid, and nothing is refused by the database either.
-    assert!(start_settlement(conn, carol, "usd").await.unwrap().is_none());
+    assert!(
+        start_settlement(conn, carol, "usd")
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The Prepares ended: the reservation is back, and the rest is paid down to settle_to.
     diesel::update(schema::schema::balances::table.find(carol))
         .set(schema::schema::balances::reserved.eq(0))

@@ -338,3 +338,84 @@ async fn accounts_of_no_or_other_ledgers_are_never_lowered() {
     assert_eq!(balance(conn, other).await, 5000);
     assert!(settlements(conn).await.is_empty());
 }
+
+// Proves two accounts over their threshold on one ledger are both settled in the same poll
+// while one has Prepares in flight: the busy one is paid only what leaves its reservation
+// within its credit limit (no CHECK fires), the idle one in full.
+#[tokio::test]
+async fn a_busy_account_is_settled_within_its_reservation_beside_an_idle_one() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let conn = &mut db.connect().await;
+    let busy = funded_account(conn, "busy", Some("usd"), 1500).await;
+    let idle = funded_account(conn, "idler", Some("usd"), 1200).await;
+    // A connector reserved 400 of busy's credit (limit 0) for its Prepares in flight.
+    conn.batch_execute(&format!(
+        "UPDATE balances SET reserved = 400 WHERE account_id = {busy}"
+    ))
+    .await
+    .unwrap();
+    let engine = Engine::start(&[]).await;
+    let report = poll_ledger(&pool, "usd", &rfc38_adaptor(&engine), later())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.started, report.confirmed, report.skipped),
+        (2, 2, 0)
+    );
+    assert_eq!(
+        balance(conn, busy).await,
+        400,
+        "paid 1100, kept the 400 reserved"
+    );
+    assert_eq!(balance(conn, idle).await, 0);
+    let amounts: Vec<(i64, i64)> = settlements(conn)
+        .await
+        .iter()
+        .map(|s| (s.account_id, s.amount))
+        .collect();
+    assert_eq!(amounts, [(busy, 1100), (idle, 1200)]);
+}
+
+// Proves one account whose settlement the database refuses does not stop the poll: the
+// other account of the ledger is settled, the refused one is skipped (counted in the
+// report) and settled on a later poll once the cause is gone.
+#[tokio::test]
+async fn an_account_the_database_refuses_is_skipped_and_the_others_are_settled() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let conn = &mut db.connect().await;
+    let refused = funded_account(conn, "refused", Some("usd"), 1500).await;
+    let fine = funded_account(conn, "fine-one", Some("usd"), 1200).await;
+    // A fault injected in the database: inserting refused's settlement violates a CHECK.
+    conn.batch_execute(&format!(
+        "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.account_id = {refused} THEN \
+             RAISE check_violation USING MESSAGE = 'injected refusal'; \
+           END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_one BEFORE INSERT ON settlements \
+           FOR EACH ROW EXECUTE FUNCTION refuse_one();"
+    ))
+    .await
+    .unwrap();
+    let engine = Engine::start(&[]).await;
+    let adaptor = rfc38_adaptor(&engine);
+    let report = poll_ledger(&pool, "usd", &adaptor, later()).await.unwrap();
+    assert_eq!(
+        (report.started, report.confirmed, report.skipped),
+        (1, 1, 1)
+    );
+    assert_eq!(balance(conn, fine).await, 0);
+    assert_eq!(
+        balance(conn, refused).await,
+        1500,
+        "its transaction rolled back whole"
+    );
+
+    conn.batch_execute("DROP TRIGGER refuse_one ON settlements")
+        .await
+        .unwrap();
+    let report = poll_ledger(&pool, "usd", &adaptor, later()).await.unwrap();
+    assert_eq!((report.started, report.skipped), (1, 0));
+    assert_eq!(balance(conn, refused).await, 0);
+}
