@@ -88,6 +88,12 @@ pub struct PollReport {
     pub claims_rejected: u32,
     /// Accounts over their threshold whose settlement could not be started this poll.
     pub skipped: u32,
+    /// Accounts created on the RFC 38 engine.
+    pub engine_accounts_created: u32,
+    /// Accounts deleted from the RFC 38 engine.
+    pub engine_accounts_deleted: u32,
+    /// Engine account calls that failed (tried again on the next poll).
+    pub engine_accounts_failed: u32,
     /// Whether work was left for the next poll (the per-poll limit or the deadline).
     pub deferred: bool,
 }
@@ -108,6 +114,14 @@ pub async fn poll_ledger(
     deadline: Instant,
 ) -> Result<PollReport, DbError> {
     let mut report = PollReport::default();
+
+    // The engine's accounts first, so a peer's settlement to one of ours finds its account.
+    if let Adaptor::Rfc38(engine) = adaptor {
+        let sync = engine.sync_accounts(pool).await?;
+        report.engine_accounts_created = sync.created;
+        report.engine_accounts_deleted = sync.deleted;
+        report.engine_accounts_failed = sync.failed;
+    }
 
     // Retries first: they were owed before anything new.
     let due = {

@@ -391,6 +391,62 @@ pub async fn record_ledger_account(
     Ok(())
 }
 
+/// Live accounts settled through `ledger` that its engine does not have yet (no
+/// `ledger_accounts` row), by id, at most `limit`.
+pub async fn list_engine_accounts_missing(
+    conn: &mut AsyncPgConnection,
+    ledger: &str,
+    limit: i64,
+) -> Result<Vec<i64>, DbError> {
+    Ok(accounts::table
+        .filter(accounts::ledger.eq(ledger))
+        .filter(accounts::deleted_at.is_null())
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            ledger_accounts::table
+                .filter(ledger_accounts::ledger.eq(ledger))
+                .filter(ledger_accounts::account_id.eq(accounts::id)),
+        )))
+        .order(accounts::id)
+        .limit(limit)
+        .select(accounts::id)
+        .load(conn)
+        .await?)
+}
+
+/// Accounts `ledger`'s engine has (a `ledger_accounts` row) that are no longer settled
+/// through it: removed, or moved to another ledger or none. By id, at most `limit`.
+pub async fn list_engine_accounts_gone(
+    conn: &mut AsyncPgConnection,
+    ledger: &str,
+    limit: i64,
+) -> Result<Vec<i64>, DbError> {
+    Ok(ledger_accounts::table
+        .inner_join(accounts::table)
+        .filter(ledger_accounts::ledger.eq(ledger))
+        .filter(
+            accounts::deleted_at
+                .is_not_null()
+                .or(accounts::ledger.is_distinct_from(ledger)),
+        )
+        .order(ledger_accounts::account_id)
+        .limit(limit)
+        .select(ledger_accounts::account_id)
+        .load(conn)
+        .await?)
+}
+
+/// Forgets that `ledger`'s engine has `account_id` (after `DELETE /accounts/{id}`).
+pub async fn forget_ledger_account(
+    conn: &mut AsyncPgConnection,
+    ledger: &str,
+    account_id: i64,
+) -> Result<(), DbError> {
+    diesel::delete(ledger_accounts::table.find((ledger, account_id)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 fn truncate(text: &str) -> String {
     text.chars().take(MAX_ERROR_CHARS).collect()
 }

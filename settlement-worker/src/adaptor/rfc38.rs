@@ -4,8 +4,13 @@
 //! a secret: set it with `ILP_WORKER_LEDGERS__<NAME>__ENGINE_TOKEN`; sent as a bearer token),
 //! `call_timeout_ms` (optional, default [`DEFAULT_CALL_TIMEOUT`]).
 //!
-//! Before an account's first settlement: `POST {engine}/accounts` with `{"id":"<account id>"}`
-//! (200, 201 and 409 all mean the engine has it; remembered in `ledger_accounts`). Then
+//! The account lifecycle (RFC 38 "Setup an account"), made sure of at the start of every poll
+//! ([`Rfc38Adaptor::sync_accounts`]): every live account settled through the ledger gets
+//! `POST {engine}/accounts` with `{"id":"<account id>"}` (200, 201 and 409 all mean the engine
+//! has it; remembered in `ledger_accounts`, so the SQL says which accounts the engine has),
+//! and every account that was removed or left the ledger gets `DELETE {engine}/accounts/{id}`
+//! (2xx or 404; its `ledger_accounts` row goes). A failure is retried on the next poll.
+//! Each settlement makes sure of its account first as well. Then
 //! `POST {engine}/accounts/{id}/settlements` with `Idempotency-Key: <settlement uuid>` and the
 //! RFC 38 `Quantity` `{"amount":"<decimal>","scale":<account scale>}`. 2xx pays; 408, 409,
 //! 425, 429, 5xx, connection errors and timeouts are transient (retried with the same key,
@@ -18,16 +23,50 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Request, StatusCode, Uri};
+use hyper::{Method, Request, StatusCode, Uri};
 use schema::DbPool;
 use schema::models::Account;
-use schema::models::settlement::{Settlement, ledger_account_exists, record_ledger_account};
+use schema::models::settlement::{
+    Settlement, forget_ledger_account, ledger_account_exists, list_engine_accounts_gone,
+    list_engine_accounts_missing, record_ledger_account,
+};
 use serde_json::{Map, Value};
 
 use super::{
     AdaptorError, HttpClient, OptionsError, call_timeout, check_known_keys, http_client, quote,
     read_body, string_option,
 };
+
+/// Counter of engine account calls that took effect, by `ledger` and `outcome` (`created`,
+/// `deleted`, `failed`).
+pub const ENGINE_ACCOUNTS_TOTAL: &str = "ilp_engine_accounts_total";
+/// Most engine account creations (and, apart, deletions) per poll; the rest wait for the next.
+pub const MAX_ACCOUNT_CALLS_PER_POLL: i64 = 100;
+
+/// What one [`Rfc38Adaptor::sync_accounts`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountSync {
+    /// Accounts created on the engine.
+    pub created: u32,
+    /// Accounts deleted from the engine.
+    pub deleted: u32,
+    /// Calls that failed; tried again on the next poll.
+    pub failed: u32,
+}
+
+impl AccountSync {
+    fn failed(&mut self, ledger: &str, account_id: i64, doing: &str, err: &AdaptorError) {
+        self.failed += 1;
+        metrics::counter!(ENGINE_ACCOUNTS_TOTAL, "ledger" => ledger.to_owned(), "outcome" => "failed")
+            .increment(1);
+        tracing::warn!(
+            ledger.name = %ledger,
+            account.id = account_id,
+            error = %err,
+            "{doing} the account on the settlement engine failed; tried again on the next poll"
+        );
+    }
+}
 
 /// The options an `rfc38` ledger takes.
 pub const OPTIONS: &[&str] = &["engine_url", "engine_token", "call_timeout_ms"];
@@ -123,6 +162,7 @@ impl Rfc38Adaptor {
         classify(status, &answer)
     }
 
+    /// Creates the account on the engine unless `ledger_accounts` says it has it.
     async fn ensure_engine_account(
         &self,
         pool: &DbPool,
@@ -138,6 +178,16 @@ impl Rfc38Adaptor {
         if known {
             return Ok(());
         }
+        self.create_engine_account(pool, account_id).await
+    }
+
+    /// `POST /accounts` for `account_id`, then remembers it in `ledger_accounts`.
+    async fn create_engine_account(
+        &self,
+        pool: &DbPool,
+        account_id: i64,
+    ) -> Result<(), AdaptorError> {
+        let db = |err: schema::DbError| AdaptorError::Transient(format!("database: {err}"));
         let body = serde_json::json!({ "id": account_id.to_string() });
         let (status, answer) = self.post("/accounts", None, body).await?;
         if status != StatusCode::CONFLICT {
@@ -150,6 +200,57 @@ impl Rfc38Adaptor {
             .map_err(db)
     }
 
+    /// Makes the engine's accounts match the ledger's: creates the missing, deletes the gone
+    /// (see the module docs). One account's failure does not stop the others; each is
+    /// counted in [`ENGINE_ACCOUNTS_TOTAL`] and tried again on the next poll.
+    pub async fn sync_accounts(&self, pool: &DbPool) -> Result<AccountSync, schema::DbError> {
+        let mut sync = AccountSync::default();
+        let (missing, gone) = {
+            let mut conn = pool.get().await?;
+            (
+                list_engine_accounts_missing(&mut conn, &self.ledger, MAX_ACCOUNT_CALLS_PER_POLL)
+                    .await?,
+                list_engine_accounts_gone(&mut conn, &self.ledger, MAX_ACCOUNT_CALLS_PER_POLL)
+                    .await?,
+            )
+        };
+        for account_id in missing {
+            match self.create_engine_account(pool, account_id).await {
+                Ok(()) => sync.created += 1,
+                Err(err) => sync.failed(&self.ledger, account_id, "creating", &err),
+            }
+        }
+        for account_id in gone {
+            match self.delete_engine_account(pool, account_id).await {
+                Ok(()) => sync.deleted += 1,
+                Err(err) => sync.failed(&self.ledger, account_id, "deleting", &err),
+            }
+        }
+        for (outcome, n) in [("created", sync.created), ("deleted", sync.deleted)] {
+            metrics::counter!(ENGINE_ACCOUNTS_TOTAL, "ledger" => self.ledger.clone(), "outcome" => outcome)
+                .increment(u64::from(n));
+        }
+        Ok(sync)
+    }
+
+    async fn delete_engine_account(
+        &self,
+        pool: &DbPool,
+        account_id: i64,
+    ) -> Result<(), AdaptorError> {
+        let db = |err: schema::DbError| AdaptorError::Transient(format!("database: {err}"));
+        let path = format!("/accounts/{account_id}");
+        let (status, answer) = self.call(Method::DELETE, &path, None, None).await?;
+        // 404: the engine never had it, or forgot it already.
+        if status != StatusCode::NOT_FOUND {
+            classify(status, &answer)?;
+        }
+        let mut conn = pool.get().await.map_err(|err| db(err.into()))?;
+        forget_ledger_account(&mut conn, &self.ledger, account_id)
+            .await
+            .map_err(db)
+    }
+
     /// POSTs JSON to `{engine}{path}` within the call timeout; the status and body.
     async fn post(
         &self,
@@ -157,19 +258,34 @@ impl Rfc38Adaptor {
         idempotency_key: Option<&str>,
         body: Value,
     ) -> Result<(StatusCode, Bytes), AdaptorError> {
+        self.call(Method::POST, path, idempotency_key, Some(body))
+            .await
+    }
+
+    /// Sends `method` (with a JSON body, when given) to `{engine}{path}` within the call
+    /// timeout; the status and body.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        idempotency_key: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Bytes), AdaptorError> {
         let url = format!("{}{path}", self.engine_url);
-        let mut request = Request::post(&url).header(CONTENT_TYPE, "application/json");
+        let mut request = Request::builder().method(method).uri(&url);
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization);
         }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|err| {
-                AdaptorError::Rejected(format!("cannot build a request to {url}: {err}"))
-            })?;
+        let body = body.map_or_else(Bytes::new, |body| Bytes::from(body.to_string()));
+        let request = request.body(Full::new(body)).map_err(|err| {
+            AdaptorError::Rejected(format!("cannot build a request to {url}: {err}"))
+        })?;
         let call = async {
             let response = self.client.request(request).await.map_err(|err| {
                 AdaptorError::Transient(format!("{url}: {}", schema::error::with_causes(&err)))

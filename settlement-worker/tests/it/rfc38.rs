@@ -32,6 +32,7 @@ pub enum Answer {
 /// One request the engine received.
 #[derive(Debug, Clone)]
 pub struct Call {
+    pub method: String,
     pub path: String,
     pub idempotency_key: Option<String>,
     pub body: serde_json::Value,
@@ -60,6 +61,7 @@ impl Engine {
                         move |request: Request<hyper::body::Incoming>| {
                             let (sink, script) = (sink.clone(), script.clone());
                             async move {
+                                let method = request.method().to_string();
                                 let path = request.uri().path().to_owned();
                                 let idempotency_key = request
                                     .headers()
@@ -71,6 +73,7 @@ impl Engine {
                                     .unwrap_or(serde_json::Value::Null);
                                 let is_settle = path.ends_with("/settlements");
                                 sink.lock().unwrap().push(Call {
+                                    method,
                                     path,
                                     idempotency_key,
                                     body,
@@ -418,4 +421,100 @@ async fn an_account_the_database_refuses_is_skipped_and_the_others_are_settled()
     let report = poll_ledger(&pool, "usd", &adaptor, later()).await.unwrap();
     assert_eq!((report.started, report.skipped), (1, 0));
     assert_eq!(balance(conn, refused).await, 0);
+}
+
+/// `(method, path)` of every call the engine got that was not a settlement.
+fn lifecycle_calls(engine: &Engine) -> Vec<(String, String)> {
+    engine
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|call| !call.path.ends_with("/settlements"))
+        .map(|call| (call.method.clone(), call.path.clone()))
+        .collect()
+}
+
+async fn engine_accounts(conn: &mut AsyncPgConnection) -> Vec<i64> {
+    use diesel::QueryDsl;
+    use schema::schema::ledger_accounts;
+    ledger_accounts::table
+        .filter(diesel::ExpressionMethods::eq(
+            ledger_accounts::ledger,
+            "usd",
+        ))
+        .order(ledger_accounts::account_id)
+        .select(ledger_accounts::account_id)
+        .load(conn)
+        .await
+        .unwrap()
+}
+
+// Proves the RFC 38 account lifecycle without any settlement: every account of the ledger is
+// created on the engine at the next poll (and only once), an engine that is down is retried
+// on the next poll, and an account that leaves the ledger or is removed is deleted from the
+// engine; ledger_accounts says which accounts the engine has at every step.
+#[tokio::test]
+async fn engine_accounts_follow_the_ledgers_accounts() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let conn = &mut db.connect().await;
+    // Below their threshold: nothing to settle, only accounts to set up.
+    let alice = funded_account(conn, "alice", Some("usd"), 500).await;
+    let bob = funded_account(conn, "bob", Some("usd"), 500).await;
+    let _other = funded_account(conn, "other-ledger", Some("eur"), 500).await;
+
+    // The engine is down: nothing recorded, counted as failed, the poll goes on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = Engine {
+        addr: closed.local_addr().unwrap(),
+        calls: Arc::default(),
+        task: tokio::spawn(async {}),
+    };
+    drop(closed);
+    let report = poll_ledger(&pool, "usd", &rfc38_adaptor(&down), later())
+        .await
+        .unwrap();
+    assert_eq!(report.engine_accounts_failed, 2);
+    assert!(engine_accounts(conn).await.is_empty());
+
+    let engine = Engine::start(&[]).await;
+    let adaptor = rfc38_adaptor(&engine);
+    let report = poll_ledger(&pool, "usd", &adaptor, later()).await.unwrap();
+    assert_eq!((report.engine_accounts_created, report.started), (2, 0));
+    assert_eq!(engine_accounts(conn).await, [alice, bob]);
+    let ids: Vec<serde_json::Value> = engine
+        .account_calls()
+        .iter()
+        .map(|call| call.body.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            serde_json::json!({ "id": alice.to_string() }),
+            serde_json::json!({ "id": bob.to_string() })
+        ]
+    );
+    // Again: the engine has them, nothing is sent.
+    let report = poll_ledger(&pool, "usd", &adaptor, later()).await.unwrap();
+    assert_eq!(report.engine_accounts_created, 0);
+    assert_eq!(lifecycle_calls(&engine).len(), 2);
+
+    // alice leaves the ledger; bob is removed.
+    conn.batch_execute(&format!(
+        "UPDATE accounts SET ledger = NULL WHERE id = {alice}; \
+         UPDATE accounts SET deleted_at = now() WHERE id = {bob}"
+    ))
+    .await
+    .unwrap();
+    let report = poll_ledger(&pool, "usd", &adaptor, later()).await.unwrap();
+    assert_eq!(report.engine_accounts_deleted, 2);
+    assert!(engine_accounts(conn).await.is_empty());
+    assert_eq!(
+        lifecycle_calls(&engine)[2..],
+        [
+            ("DELETE".to_owned(), format!("/accounts/{alice}")),
+            ("DELETE".to_owned(), format!("/accounts/{bob}")),
+        ]
+    );
 }
