@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use schema::models::claim::{ClaimOutcome, list_received_claims, process_claim};
 use schema::models::settlement::{
-    Settlement, confirm_settlement, find_live_account, find_settlement_account,
-    list_accounts_to_settle, list_due_settlements, postpone_settlement, refund_settlement,
-    start_settlement,
+    Settlement, confirm_if_superseded, confirm_settlement, find_live_account,
+    find_settlement_account, list_accounts_to_settle, list_due_settlements, postpone_settlement,
+    refund_settlement, start_settlement,
 };
 use schema::{DbError, DbPool};
 use tracing::Instrument;
@@ -196,8 +196,8 @@ pub async fn poll_ledger(
         report.deferred = true;
     }
 
-    if let Adaptor::Claims(_) = adaptor {
-        process_received_claims(pool, ledger, &mut report).await?;
+    if let Adaptor::Claims(claims) = adaptor {
+        process_received_claims(pool, ledger, claims.node_address(), &mut report).await?;
     }
     Ok(report)
 }
@@ -241,7 +241,14 @@ async fn attempt(
                 }
             }
             Err(AdaptorError::Rejected(error)) => {
-                if refund_settlement(&mut conn, settlement.id, &error).await? {
+                // A cumulative claim is paid by any later claim the peer took.
+                if matches!(adaptor, Adaptor::Claims(_))
+                    && confirm_if_superseded(&mut conn, &settlement, &error).await?
+                {
+                    report.confirmed += 1;
+                    count_settlement(&settlement.ledger, SETTLEMENT_CONFIRMED);
+                    tracing::info!(%error, "claim rejected but superseded by a later confirmed claim; not refunded");
+                } else if refund_settlement(&mut conn, settlement.id, &error).await? {
                     report.refunded += 1;
                     count_settlement(&settlement.ledger, SETTLEMENT_FAILED);
                     tracing::warn!(%error, "settlement rejected; amount refunded to the balance");
@@ -258,6 +265,7 @@ async fn attempt(
 async fn process_received_claims(
     pool: &DbPool,
     ledger: &str,
+    our_address: Option<&str>,
     report: &mut PollReport,
 ) -> Result<(), DbError> {
     let mut conn = pool.get().await?;
@@ -266,7 +274,11 @@ async fn process_received_claims(
         report.deferred = true;
     }
     for claim in claims {
-        match process_claim(&mut conn, claim.id, verify_claim).await? {
+        match process_claim(&mut conn, claim.id, |review| {
+            verify_claim(review, our_address)
+        })
+        .await?
+        {
             ClaimOutcome::Credited { delta } => {
                 report.claims_credited += 1;
                 count_claim(ledger, CLAIM_CREDITED);

@@ -97,6 +97,11 @@ pub struct ClaimUnderReview {
     pub asset_scale: i16,
     /// The account's ed25519 public key; `None`: it cannot send claims.
     pub claims_public_key: Option<Vec<u8>>,
+    /// The account's configured ILP address (a claim's payer); `None` for a child, whose
+    /// address is `<our address>.<username>`.
+    pub ilp_address: Option<String>,
+    /// The account's username.
+    pub username: String,
     /// The highest cumulative amount of the account's credited claims (0 when none).
     pub credited_so_far: i64,
 }
@@ -152,16 +157,23 @@ where
         if claim.state != ClaimState::Received {
             return Ok(ClaimOutcome::AlreadyProcessed);
         }
-        let (asset_code, asset_scale, claims_public_key): (String, i16, Option<Vec<u8>>) =
-            accounts::table
-                .find(account_id)
-                .select((
-                    accounts::asset_code,
-                    accounts::asset_scale,
-                    accounts::claims_public_key,
-                ))
-                .first(conn)
-                .await?;
+        let (asset_code, asset_scale, claims_public_key, ilp_address, username): (
+            String,
+            i16,
+            Option<Vec<u8>>,
+            Option<String>,
+            String,
+        ) = accounts::table
+            .find(account_id)
+            .select((
+                accounts::asset_code,
+                accounts::asset_scale,
+                accounts::claims_public_key,
+                accounts::ilp_address,
+                accounts::username,
+            ))
+            .first(conn)
+            .await?;
         let credited_so_far: Option<i64> = settlement_claims::table
             .filter(settlement_claims::account_id.eq(account_id))
             .filter(settlement_claims::state.eq(ClaimState::Credited))
@@ -173,6 +185,8 @@ where
             asset_code,
             asset_scale,
             claims_public_key,
+            ilp_address,
+            username,
             credited_so_far: credited_so_far.unwrap_or(0),
         };
         let verdict = check(&review).and_then(|cumulative| {

@@ -290,6 +290,32 @@ pub async fn postpone_settlement(
     Ok(updated == 1)
 }
 
+/// After a definite rejection of a cumulative claim: when a later settlement of the same
+/// account on the same ledger was confirmed, that claim's cumulative amount paid this one's
+/// too, so this one is marked `confirmed` (the rejection kept in `last_error`) instead of
+/// being refunded. `true` when it was superseded so.
+pub async fn confirm_if_superseded(
+    conn: &mut AsyncPgConnection,
+    settlement: &Settlement,
+    reason: &str,
+) -> Result<bool, DbError> {
+    let updated = diesel::sql_query(
+        "UPDATE settlements s SET state = $2, last_error = $3, updated_at = now() \
+         WHERE s.id = $1 AND s.state = $4 AND EXISTS (SELECT 1 FROM settlements l \
+           WHERE l.account_id = s.account_id AND l.ledger = s.ledger AND l.seq > s.seq \
+             AND l.state = $2)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(settlement.id)
+    .bind::<Text, _>(SettlementState::Confirmed)
+    .bind::<Text, _>(truncate(&format!(
+        "superseded by a later confirmed claim; {reason}"
+    )))
+    .bind::<Text, _>(SettlementState::Pending)
+    .execute(conn)
+    .await?;
+    Ok(updated == 1)
+}
+
 /// After a definite rejection by the ledger, in one transaction: gives the amount back to the
 /// balance (journal `settlement_refunded`, reference = the settlement id) and marks the
 /// settlement `failed`; `false` (nothing changed) when it was not pending.

@@ -89,9 +89,11 @@ pub fn sign_claim(key: &SigningKey, payload: &ClaimPayload) -> (Vec<u8>, [u8; SI
 
 /// Checks a received claim against its account and returns the cumulative amount it proves,
 /// or the reason it is refused: the account's public key must verify the signature over the
-/// exact payload bytes, the payload must be a version-1 claim in the account's asset, and its
-/// amount must be what the connector recorded.
-pub fn verify_claim(review: &ClaimUnderReview) -> Result<i64, String> {
+/// exact payload bytes, the payload must be a version-1 claim in the account's asset, its
+/// payer the account's address and its payee `our_address` (each checked when known: the
+/// payee needs the ledger's `node_address`; a child's address needs it too), and its amount
+/// must be what the connector recorded.
+pub fn verify_claim(review: &ClaimUnderReview, our_address: Option<&str>) -> Result<i64, String> {
     let Some(public_key) = &review.claims_public_key else {
         return Err("no public key".to_owned());
     };
@@ -124,6 +126,27 @@ pub fn verify_claim(review: &ClaimUnderReview) -> Result<i64, String> {
         return Err(format!(
             "asset {} scale {} does not match the account's {} scale {}",
             payload.asset_code, payload.asset_scale, review.asset_code, review.asset_scale
+        ));
+    }
+    let payer = match (&review.ilp_address, our_address) {
+        (Some(address), _) => Some(address.clone()),
+        (None, Some(ours)) => Some(format!("{ours}.{}", review.username)),
+        (None, None) => None,
+    };
+    if let Some(payer) = payer
+        && payload.payer != payer
+    {
+        return Err(format!(
+            "payer {:?} is not the account's address {payer:?}",
+            payload.payer
+        ));
+    }
+    if let Some(ours) = our_address
+        && payload.payee != ours
+    {
+        return Err(format!(
+            "payee {:?} is not our address {ours:?}",
+            payload.payee
         ));
     }
     let cumulative = parse_cumulative(&payload.cumulative_amount)?;
@@ -206,6 +229,11 @@ impl ClaimsAdaptor {
             timeout: call_timeout(options)?,
             client: http_client(),
         })
+    }
+
+    /// Our ILP address (`node_address`): the payer of our claims, the payee of theirs.
+    pub fn node_address(&self) -> Option<&str> {
+        self.node_address.as_ref().map(Address::as_str)
     }
 
     /// The public key peers must store for us (`--claims-public-key`), when we sign.
@@ -377,6 +405,8 @@ mod tests {
             asset_code: "USD".to_owned(),
             asset_scale: 2,
             claims_public_key: Some(key.verifying_key().to_bytes().to_vec()),
+            ilp_address: Some("g.alice".to_owned()),
+            username: "alice".to_owned(),
             credited_so_far: 0,
         }
     }
@@ -407,35 +437,75 @@ mod tests {
     #[test]
     fn claims_are_verified() {
         let key = SigningKey::from_bytes(&[7; 32]);
-        assert_eq!(verify_claim(&review(&key, &payload("150"), 150)), Ok(150));
+        assert_eq!(
+            verify_claim(&review(&key, &payload("150"), 150), Some("g.bob")),
+            Ok(150)
+        );
 
         let mut tampered = review(&key, &payload("150"), 150);
         tampered.claim.signed_payload = serde_json::to_vec(&payload("1500")).unwrap();
         tampered.claim.cumulative_amount = 1500;
-        assert_eq!(verify_claim(&tampered), Err("bad signature".to_owned()));
+        assert_eq!(
+            verify_claim(&tampered, Some("g.bob")),
+            Err("bad signature".to_owned())
+        );
 
         let other = SigningKey::from_bytes(&[8; 32]);
         let mut wrong_key = review(&other, &payload("150"), 150);
         wrong_key.claims_public_key = Some(key.verifying_key().to_bytes().to_vec());
-        assert_eq!(verify_claim(&wrong_key), Err("bad signature".to_owned()));
+        assert_eq!(
+            verify_claim(&wrong_key, Some("g.bob")),
+            Err("bad signature".to_owned())
+        );
 
         let mut no_key = review(&key, &payload("150"), 150);
         no_key.claims_public_key = None;
-        assert_eq!(verify_claim(&no_key), Err("no public key".to_owned()));
+        assert_eq!(
+            verify_claim(&no_key, Some("g.bob")),
+            Err("no public key".to_owned())
+        );
 
         let mut eur = payload("150");
         eur.asset_code = "EUR".to_owned();
         assert!(
-            verify_claim(&review(&key, &eur, 150))
+            verify_claim(&review(&key, &eur, 150), Some("g.bob"))
                 .unwrap_err()
                 .contains("asset")
         );
         assert!(
-            verify_claim(&review(&key, &payload("150"), 151))
+            verify_claim(&review(&key, &payload("150"), 151), Some("g.bob"))
                 .unwrap_err()
                 .contains("differs")
         );
-        assert!(verify_claim(&review(&key, &payload("-1"), 0)).is_err());
+        assert!(verify_claim(&review(&key, &payload("-1"), 0), Some("g.bob")).is_err());
+
+        // Payer and payee: the account's address, and ours.
+        let mut mallory = payload("150");
+        mallory.payer = "g.mallory".to_owned();
+        assert!(
+            verify_claim(&review(&key, &mallory, 150), Some("g.bob"))
+                .unwrap_err()
+                .contains("payer")
+        );
+        assert!(
+            verify_claim(&review(&key, &payload("150"), 150), Some("g.carol"))
+                .unwrap_err()
+                .contains("payee")
+        );
+        // A child's address is ours plus its username.
+        let mut child = review(&key, &payload("150"), 150);
+        child.ilp_address = None;
+        child.username = "alice".to_owned();
+        assert!(
+            verify_claim(&child, Some("g.bob"))
+                .unwrap_err()
+                .contains("payer")
+        );
+        let mut child_payload = payload("150");
+        child_payload.payer = "g.bob.alice".to_owned();
+        let mut child = review(&key, &child_payload, 150);
+        child.ilp_address = None;
+        assert_eq!(verify_claim(&child, Some("g.bob")), Ok(150));
     }
 
     // Proves signing_key must be 32 bytes of hex and needs node_address; the key stays secret.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use connector::packet::ildcp::{PEER_PROTOCOL_CONDITION, PEER_PROTOCOL_FULFILLMENT};
 use connector::packet::{ErrorCode, FulfillBuilder, Prepare, RejectBuilder};
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use ed25519_dalek::SigningKey;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
@@ -392,5 +392,42 @@ async fn rejected_claims_refund_and_temporary_ones_retry_the_same_claim() {
     assert_eq!(claims.len(), 2);
     assert_eq!(claims[0], claims[1]);
     assert_eq!(settlements(conn).await.len(), 1);
+    assert_eq!(balance(conn, bob).await, 0);
+}
+
+// Proves a final Reject of a claim that a later, higher claim already covered (the peer
+// confirmed the later one, whose cumulative amount includes this one's) confirms it instead
+// of refunding money the peer holds; without the later claim it would be refunded.
+#[tokio::test]
+async fn a_rejected_claim_superseded_by_a_confirmed_later_one_is_not_refunded() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let conn = &mut db.connect().await;
+    let peer = Peer::start(Some("F99")).await;
+    let bob = peer_account(conn, None, Some(&peer.url())).await;
+    fund(conn, bob, "a", 1500).await;
+    let earlier = {
+        let mut c = pool.get().await.unwrap();
+        schema::models::settlement::start_settlement(&mut c, bob, "chan")
+            .await
+            .unwrap()
+            .expect("a settlement is started")
+    };
+    diesel::sql_query(format!(
+        "INSERT INTO settlements (id, account_id, ledger, amount, state) \
+         VALUES (gen_random_uuid(), {bob}, 'chan', 500, 'confirmed')"
+    ))
+    .execute(conn)
+    .await
+    .unwrap();
+
+    let report = poll_ledger(&pool, "chan", &claims_adaptor(true), later())
+        .await
+        .unwrap();
+    assert_eq!((report.confirmed, report.refunded), (1, 0));
+    let rows = settlements(conn).await;
+    let row = rows.iter().find(|s| s.id == earlier.id).unwrap();
+    assert_eq!(row.state, schema::SettlementState::Confirmed);
+    assert!(row.last_error.as_deref().unwrap().contains("superseded"));
     assert_eq!(balance(conn, bob).await, 0);
 }
