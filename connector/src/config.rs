@@ -17,7 +17,7 @@
 //! | `admin.listen` | `ILP_CONNECTOR_ADMIN__LISTEN` | (disabled) | `/metrics` and `/health` listener, e.g. `127.0.0.1:7790` |
 //! | `log.format` | `ILP_CONNECTOR_LOG__FORMAT` | `text` | `text` or `json` |
 //! | `settlement_api.listen` | `ILP_CONNECTOR_SETTLEMENT_API__LISTEN` | (unset: disabled) | RFC 38 node API listener for our settlement engines, e.g. `127.0.0.1:7771` |
-//! | `settlement_api.token` | `ILP_CONNECTOR_SETTLEMENT_API__TOKEN` | (required with `listen`) | bearer token the engines must send; visible ASCII, no spaces |
+//! | `settlement_api.token` | `ILP_CONNECTOR_SETTLEMENT_API__TOKEN` | (unset: no token asked; allowed only when `listen` is loopback) | bearer token the engines must send; visible ASCII, no spaces |
 //!
 //! Log levels come from `RUST_LOG` (default `info`).
 
@@ -72,7 +72,8 @@ pub struct ConnectorConfig {
 pub struct SettlementApiConfig {
     /// Listen address; `None`: no node API.
     pub listen: Option<SocketAddr>,
-    /// Bearer token the engines send; required when `listen` is set. Never logged.
+    /// Bearer token the engines send; required unless `listen` is a loopback address (stock
+    /// engines send none). Never logged.
     pub token: Option<String>,
 }
 
@@ -197,9 +198,12 @@ impl ConnectorConfig {
             );
         }
         if let Some(listen) = self.settlement_api.listen {
-            if self.settlement_api.token.is_none() {
+            // Stock engines (ilp-settlement-core) send no Authorization header: without a
+            // token the node API is open to whoever can connect, so only loopback may go
+            // without one.
+            if self.settlement_api.token.is_none() && !listen.ip().is_loopback() {
                 bail!(
-                    "settlement_api.token: required when settlement_api.listen ({listen}) is set; set it in the config file or ILP_CONNECTOR_SETTLEMENT_API__TOKEN"
+                    "settlement_api.token: required when settlement_api.listen ({listen}) is not a loopback address; set it in the config file or ILP_CONNECTOR_SETTLEMENT_API__TOKEN, or listen on 127.0.0.1"
                 );
             }
             if listen == self.http.listen && listen.port() != 0 {
@@ -234,17 +238,17 @@ mod tests {
 
     #[test]
     fn the_settlement_api_needs_a_usable_token_and_errors_name_the_key() {
-        // Proves listen without a token, and a token that cannot be a bearer token, are refused
-        // naming settlement_api.token, without echoing the token.
+        // Proves listen without a token is allowed on loopback only, and a token that cannot be
+        // a bearer token is refused naming settlement_api.token, without echoing the token.
         assert!(with_api(None, None).validate().is_ok());
         assert!(
             with_api(Some("127.0.0.1:7771"), Some("s3cret"))
                 .validate()
                 .is_ok()
         );
-        let missing = with_api(Some("127.0.0.1:7771"), None)
-            .validate()
-            .unwrap_err();
+        assert!(with_api(Some("127.0.0.1:7771"), None).validate().is_ok());
+        assert!(with_api(Some("[::1]:7771"), None).validate().is_ok());
+        let missing = with_api(Some("0.0.0.0:7771"), None).validate().unwrap_err();
         assert!(
             missing.to_string().starts_with("settlement_api.token:"),
             "{missing}"

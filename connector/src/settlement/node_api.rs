@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `POST /accounts/{id}/settlements`, `Idempotency-Key`, JSON `{"amount":"<digits>","scale":N}` | `201`, JSON Quantity of what was credited (the same key again: the same answer, no second credit) |
 //! | `POST /accounts/{id}/messages`, any bytes | sent to the account's peer as a `peer.settle` Prepare; Fulfill → `201` with its data (RFC 38); Reject → `502` with code and message |
-//! | missing or wrong `Authorization: Bearer <settlement_api.token>` | `401` |
+//! | missing or wrong `Authorization: Bearer <settlement_api.token>` (when a token is set) | `401` |
 //! | no `Idempotency-Key`, bad JSON, amount or scale | `400` with the reason, nothing credited |
 //! | unknown account | `404` |
 //! | content type other than JSON for a credit | `415` |
@@ -64,8 +64,9 @@ pub struct NodeApiState<O> {
     pub pool: DbPool,
     /// Sends `peer.settle` Prepares to peers (`HttpClientService` in production).
     pub outgoing: O,
-    /// SHA-256 of `settlement_api.token`: the token itself is not kept.
-    pub token_hash: [u8; 32],
+    /// SHA-256 of `settlement_api.token`: the token itself is not kept. `None`: no token
+    /// asked for (allowed only on a loopback listener, see `ConnectorConfig::validate`).
+    pub token_hash: Option<[u8; 32]>,
 }
 
 impl<O> std::fmt::Debug for NodeApiState<O> {
@@ -75,18 +76,19 @@ impl<O> std::fmt::Debug for NodeApiState<O> {
 }
 
 impl<O> NodeApiState<O> {
-    /// The state for a node API whose engines present `token`.
+    /// The state for a node API whose engines present `token` (`None`: any caller that can
+    /// reach the listener).
     pub fn new(
         directory: Arc<SharedDirectory>,
         pool: DbPool,
         outgoing: O,
-        token: &str,
+        token: Option<&str>,
     ) -> NodeApiState<O> {
         NodeApiState {
             directory,
             pool,
             outgoing,
-            token_hash: Sha256::digest(token.as_bytes()).into(),
+            token_hash: token.map(|token| Sha256::digest(token.as_bytes()).into()),
         }
     }
 }
@@ -148,7 +150,9 @@ async fn handle<O: OutgoingService>(
     state: &NodeApiState<O>,
 ) -> Response<Full<Bytes>> {
     // Authenticate before anything else, so an unauthenticated caller learns nothing.
-    if !authorized(&request, &state.token_hash) {
+    if let Some(token_hash) = &state.token_hash
+        && !authorized(&request, token_hash)
+    {
         let mut response = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         response
             .headers_mut()

@@ -49,6 +49,10 @@ fn cli(db: &TestDb, args: &[&str]) -> serde_json::Value {
 }
 
 async fn start(bob_outgoing_url: &str) -> Api {
+    start_with(bob_outgoing_url, Some(TOKEN)).await
+}
+
+async fn start_with(bob_outgoing_url: &str, token: Option<&str>) -> Api {
     let db = TestDb::new().await;
     let bob = cli(
         &db,
@@ -79,7 +83,7 @@ async fn start(bob_outgoing_url: &str) -> Api {
         Arc::new(SharedDirectory::new(directory)),
         db.pool(),
         HttpClientService::new(Arc::new(node)),
-        TOKEN,
+        token,
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -261,6 +265,27 @@ async fn a_missing_or_wrong_token_is_401_and_unknown_things_are_404() {
     assert_eq!(unknown.0, StatusCode::NOT_FOUND);
     let other = post(api.addr, "/accounts", &headers, body).await;
     assert_eq!(other.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn without_a_token_a_stock_engine_needs_no_authorization_header() {
+    // Proves a node API configured without a token (loopback only) credits a request with no
+    // Authorization header, as a stock ilp-settlement-core engine sends it, exactly once.
+    let api = start_with("http://127.0.0.1:9/ilp", None).await;
+    let path = format!("/accounts/{}/settlements", api.bob);
+    let headers = [JSON, ("idempotency-key", "stock")];
+    for _ in 0..2 {
+        let (status, _, body) =
+            post(api.addr, &path, &headers, r#"{"amount":"7","scale":1}"#).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let credited: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+        assert_eq!(
+            (&credited["amount"], &credited["scale"]),
+            (&"7".into(), &1.into()),
+            "{body}"
+        );
+    }
+    assert_eq!(api.bob_balance().await, (70, 70));
 }
 
 #[tokio::test]
