@@ -439,6 +439,25 @@ pub async fn list_engine_accounts_missing(
         .await?)
 }
 
+/// Live accounts settled through `ledger` with an id above `after`, by id, at most `limit`:
+/// what a starting worker confirms on the engine again, page by page.
+pub async fn list_ledger_accounts_after(
+    conn: &mut AsyncPgConnection,
+    ledger: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<i64>, DbError> {
+    Ok(accounts::table
+        .filter(accounts::ledger.eq(ledger))
+        .filter(accounts::deleted_at.is_null())
+        .filter(accounts::id.gt(after))
+        .order(accounts::id)
+        .limit(limit)
+        .select(accounts::id)
+        .load(conn)
+        .await?)
+}
+
 /// Accounts `ledger`'s engine has (a `ledger_accounts` row) that are no longer settled
 /// through it: removed, or moved to another ledger or none. By id, at most `limit`.
 pub async fn list_engine_accounts_gone(

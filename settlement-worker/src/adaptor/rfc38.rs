@@ -10,6 +10,9 @@
 //! has it; remembered in `ledger_accounts`, so the SQL says which accounts the engine has),
 //! and every account that was removed or left the ledger gets `DELETE {engine}/accounts/{id}`
 //! (2xx or 404; its `ledger_accounts` row goes). A failure is retried on the next poll.
+//! After the worker starts, its first polls `POST` every live account of the ledger again,
+//! page by page, whatever `ledger_accounts` says: an engine that lost its accounts (a
+//! restart with an in-memory store) gets them back when the worker starts.
 //! Each settlement makes sure of its account first as well. Then
 //! `POST {engine}/accounts/{id}/settlements` with `Idempotency-Key: <settlement uuid>` and the
 //! RFC 38 `Quantity` `{"amount":"<decimal>","scale":<account scale>}`. 2xx pays; 408, 409,
@@ -18,6 +21,7 @@
 //!
 //! [`DEFAULT_CALL_TIMEOUT`]: super::DEFAULT_CALL_TIMEOUT
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +32,7 @@ use schema::DbPool;
 use schema::models::Account;
 use schema::models::settlement::{
     Settlement, forget_ledger_account, ledger_account_exists, list_engine_accounts_gone,
-    list_engine_accounts_missing, record_ledger_account,
+    list_engine_accounts_missing, list_ledger_accounts_after, record_ledger_account,
 };
 use serde_json::{Map, Value};
 
@@ -81,6 +85,9 @@ pub struct Rfc38Adaptor {
     authorization: Option<String>,
     timeout: Duration,
     client: HttpClient,
+    /// While this process has not yet confirmed every account on the engine: the last id
+    /// confirmed (`i64::MIN` at start); `None` once done.
+    confirming: Arc<Mutex<Option<i64>>>,
 }
 
 impl std::fmt::Debug for Rfc38Adaptor {
@@ -130,6 +137,7 @@ impl Rfc38Adaptor {
             authorization,
             timeout: call_timeout(options)?,
             client: http_client(),
+            confirming: Arc::new(Mutex::new(Some(i64::MIN))),
         })
     }
 
@@ -214,12 +222,14 @@ impl Rfc38Adaptor {
                     .await?,
             )
         };
-        for account_id in missing {
+        for &account_id in &missing {
             match self.create_engine_account(pool, account_id).await {
                 Ok(()) => sync.created += 1,
                 Err(err) => sync.failed(&self.ledger, account_id, "creating", &err),
             }
         }
+        self.confirm_accounts_after_start(pool, &missing, &mut sync)
+            .await?;
         for account_id in gone {
             match self.delete_engine_account(pool, account_id).await {
                 Ok(()) => sync.deleted += 1,
@@ -231,6 +241,42 @@ impl Rfc38Adaptor {
                 .increment(u64::from(n));
         }
         Ok(sync)
+    }
+
+    /// One page of the start-up confirmation (see the module docs), skipping the accounts
+    /// this poll just created (`done`). An account the engine did not take loses its
+    /// `ledger_accounts` row, so the next poll creates it again.
+    async fn confirm_accounts_after_start(
+        &self,
+        pool: &DbPool,
+        done: &[i64],
+        sync: &mut AccountSync,
+    ) -> Result<(), schema::DbError> {
+        let after = *self.confirming.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(after) = after else {
+            return Ok(());
+        };
+        let page = {
+            let mut conn = pool.get().await?;
+            list_ledger_accounts_after(&mut conn, &self.ledger, after, MAX_ACCOUNT_CALLS_PER_POLL)
+                .await?
+        };
+        for &account_id in page.iter().filter(|id| !done.contains(id)) {
+            match self.create_engine_account(pool, account_id).await {
+                Ok(()) => sync.created += 1,
+                Err(err) => {
+                    sync.failed(&self.ledger, account_id, "creating", &err);
+                    let mut conn = pool.get().await?;
+                    forget_ledger_account(&mut conn, &self.ledger, account_id).await?;
+                }
+            }
+        }
+        let next = match page.last() {
+            Some(&last) if page.len() as i64 == MAX_ACCOUNT_CALLS_PER_POLL => Some(last),
+            _ => None,
+        };
+        *self.confirming.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
     }
 
     async fn delete_engine_account(

@@ -500,6 +500,20 @@ async fn engine_accounts_follow_the_ledgers_accounts() {
     assert_eq!(report.engine_accounts_created, 0);
     assert_eq!(lifecycle_calls(&engine).len(), 2);
 
+    // A worker that starts again (a new adaptor) posts both again, whatever ledger_accounts
+    // says: the engine may have lost them (an in-memory store restarted).
+    let restarted = rfc38_adaptor(&engine);
+    let report = poll_ledger(&pool, "usd", &restarted, later())
+        .await
+        .unwrap();
+    assert_eq!(report.engine_accounts_created, 2);
+    assert_eq!(lifecycle_calls(&engine).len(), 4);
+    let report = poll_ledger(&pool, "usd", &restarted, later())
+        .await
+        .unwrap();
+    assert_eq!(report.engine_accounts_created, 0);
+    assert_eq!(lifecycle_calls(&engine).len(), 4);
+
     // alice leaves the ledger; bob is removed.
     conn.batch_execute(&format!(
         "UPDATE accounts SET ledger = NULL WHERE id = {alice}; \
@@ -511,7 +525,7 @@ async fn engine_accounts_follow_the_ledgers_accounts() {
     assert_eq!(report.engine_accounts_deleted, 2);
     assert!(engine_accounts(conn).await.is_empty());
     assert_eq!(
-        lifecycle_calls(&engine)[2..],
+        lifecycle_calls(&engine)[4..],
         [
             ("DELETE".to_owned(), format!("/accounts/{alice}")),
             ("DELETE".to_owned(), format!("/accounts/{bob}")),
