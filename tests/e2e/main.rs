@@ -7,4 +7,5 @@ mod operations;
 mod packet_path;
 mod settle_api;
 mod settlement;
+mod stock_engines;
 mod two_nodes;
