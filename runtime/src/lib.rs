@@ -5,6 +5,7 @@
 //! - [`config`]: the `[database]`, `[log]` and `[admin]` settings and their checks;
 //!   [`config::one_line`] folds a configuration error into one line.
 //! - [`admin`]: the admin listener, `/metrics` and `/health`.
+//! - [`http`]: the HTTP client, bounded body reads, bearer-token and content-type parsing.
 //! - [`listener`]: the accept loop every HTTP listener runs on.
 //! - [`telemetry`]: `tracing` to stderr, text or JSON.
 //! - [`shutdown`]: SIGINT or SIGTERM cancels a token.
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod http;
 pub mod instance;
 pub mod listener;
 pub mod shutdown;

@@ -4,13 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use runtime::http::{HttpClient, http_client};
 
 use crate::packet::{Address, ErrorCode, Packet};
 use crate::service::{IlpResult, OutgoingRequest, OutgoingService, reject};
@@ -30,19 +27,16 @@ pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
 #[derive(Debug, Clone)]
 pub struct HttpClientService {
     node: Arc<Address>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
 }
 
 impl HttpClientService {
     /// A client with a keep-alive pool per peer.
     pub fn new(node: Arc<Address>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS_PER_PEER)
-            .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
-            .build(connector);
+        let client = http_client(Duration::from_secs(5), |pool| {
+            pool.pool_max_idle_per_host(MAX_IDLE_CONNECTIONS_PER_PEER)
+                .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
+        });
         HttpClientService { node, client }
     }
 }
@@ -93,7 +87,7 @@ impl OutgoingService for HttpClientService {
                 &[],
             ));
         }
-        let body = match super::read_body(response.into_body(), MAX_RESPONSE_BYTES).await {
+        let body = match runtime::http::read_body(response.into_body(), MAX_RESPONSE_BYTES).await {
             Ok(body) => body,
             Err(err) => {
                 return Err(reject(

@@ -17,8 +17,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use runtime::http::{BodyError, bearer_token, content_type_is, read_request_body};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -102,32 +103,21 @@ async fn handle<S: IncomingService>(
     let Some(from) = authenticate(&request, username.as_deref(), &state.directory) else {
         return status(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     };
-    if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
-        let essence = content_type
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim();
-        if !essence.eq_ignore_ascii_case(OCTET_STREAM)
-            && !essence.eq_ignore_ascii_case(ILP_OCTET_STREAM)
-        {
-            return status(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content type must be application/octet-stream",
-            );
-        }
+    if !content_type_is(request.headers(), &[OCTET_STREAM, ILP_OCTET_STREAM]) {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content type must be application/octet-stream",
+        );
     }
-    let body = match super::read_request_body(request, state.max_body_bytes).await {
+    let body = match read_request_body(request, state.max_body_bytes).await {
         Ok(body) => body,
-        Err(super::BodyError::TooLarge(_)) => {
+        Err(BodyError::TooLarge(_)) => {
             return status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body too large for an ILP Prepare",
             );
         }
-        Err(super::BodyError::Unreadable(_)) => {
+        Err(BodyError::Unreadable(_)) => {
             return status(StatusCode::BAD_REQUEST, "could not read the body");
         }
     };
@@ -182,12 +172,8 @@ fn authenticate(
     username: Option<&str>,
     directory: &SharedDirectory,
 ) -> Option<Arc<AccountInfo>> {
-    let header = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = header.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return None;
-    }
-    let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    let token = bearer_token(request.headers())?;
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     let directory = directory.current();
     let account = match username {
         // A lookup keyed by the hash reveals nothing about the token through timing.

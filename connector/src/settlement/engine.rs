@@ -8,9 +8,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use runtime::http::{HttpClient, http_client};
 
 use crate::http::OCTET_STREAM;
 use crate::packet::MAX_DATA_BYTES;
@@ -67,17 +65,14 @@ pub trait SettlementEngine: Send + Sync + 'static {
 /// [`SettlementEngine`] over HTTP/1.1 with a keep-alive pool.
 #[derive(Debug, Clone)]
 pub struct HttpEngineClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
 }
 
 impl HttpEngineClient {
     /// A client with its own connection pool.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(ENGINE_CONNECT_TIMEOUT));
         HttpEngineClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: http_client(ENGINE_CONNECT_TIMEOUT, |pool| pool),
         }
     }
 }
@@ -121,11 +116,11 @@ impl SettlementEngine for HttpEngineClient {
                 let body = read_prefix(response.into_body(), MAX_ENGINE_ERROR_BYTES).await;
                 return Err(EngineError::Status { status, body });
             }
-            crate::http::read_body(response.into_body(), MAX_ENGINE_REPLY_BYTES)
+            runtime::http::read_body(response.into_body(), MAX_ENGINE_REPLY_BYTES)
                 .await
                 .map_err(|err| match err {
-                    crate::http::BodyError::TooLarge(_) => EngineError::TooLarge,
-                    crate::http::BodyError::Unreadable(err) => EngineError::Unreachable(err),
+                    runtime::http::BodyError::TooLarge(_) => EngineError::TooLarge,
+                    runtime::http::BodyError::Unreadable(err) => EngineError::Unreachable(err),
                 })
         };
         tokio::time::timeout(timeout, call)

@@ -24,8 +24,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use runtime::http::{BodyError, bearer_token, content_type_is, read_request_body};
 use schema::models::settlement::{CreditError, credit_incoming_settlement};
 use schema::{DbError, DbPool};
 use serde::Deserialize;
@@ -174,32 +175,22 @@ async fn handle<O: OutgoingService>(
 /// Whether the request carries our bearer token. Both sides are hashed first, so the
 /// constant-time comparison does not even leak the token's length.
 fn authorized(request: &Request<Incoming>, token_hash: &[u8; 32]) -> bool {
-    let Some(header) = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(token) = bearer_token(request.headers()) else {
         return false;
     };
-    let Some((scheme, token)) = header.split_once(' ') else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return false;
-    }
-    let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     bool::from(hash.ct_eq(token_hash))
 }
 
 /// Reads the body, at most [`MAX_REQUEST_BODY_BYTES`].
 async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
-    match crate::http::read_request_body(request, MAX_REQUEST_BODY_BYTES).await {
+    match read_request_body(request, MAX_REQUEST_BODY_BYTES).await {
         Ok(body) => Ok(body),
-        Err(crate::http::BodyError::TooLarge(_)) => Err(text(
+        Err(BodyError::TooLarge(_)) => Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body over {MAX_REQUEST_BODY_BYTES} bytes"),
         )),
-        Err(crate::http::BodyError::Unreadable(_)) => {
+        Err(BodyError::Unreadable(_)) => {
             Err(text(StatusCode::BAD_REQUEST, "could not read the body"))
         }
     }
@@ -236,21 +227,12 @@ async fn credit<O>(
             }
         },
     };
-    if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
-        // `application/json`, with or without parameters such as `charset=utf-8`.
-        let essence = content_type
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim();
-        if !essence.eq_ignore_ascii_case(JSON) {
-            return text(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content type must be application/json",
-            );
-        }
+    // `application/json`, with or without parameters such as `charset=utf-8`.
+    if !content_type_is(request.headers(), &[JSON]) {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content type must be application/json",
+        );
     }
     let body = match read_body(request).await {
         Ok(body) => body,

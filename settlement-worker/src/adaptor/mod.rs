@@ -15,10 +15,6 @@ pub mod rfc38;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use schema::DbPool;
 use schema::models::Account;
 use schema::models::ledger::LedgerKind;
@@ -115,19 +111,15 @@ impl Adaptor {
     }
 }
 
-/// The HTTP client adaptors share the shape of: plain HTTP/1.1 with a keep-alive pool.
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) use runtime::http::HttpClient;
 
 pub(crate) fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    Client::builder(TokioExecutor::new()).build(connector)
+    runtime::http::http_client(CONNECT_TIMEOUT, |pool| pool)
 }
 
 /// Reads an answer body up to [`MAX_RESPONSE_BYTES`].
 pub(crate) async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, String> {
-    connector::http::read_body(body, MAX_RESPONSE_BYTES)
+    runtime::http::read_body(body, MAX_RESPONSE_BYTES)
         .await
         .map_err(|err| format!("reading the answer: {err}"))
 }
