@@ -14,8 +14,10 @@
 //! - [`enums`]: the TEXT columns with a fixed set of words (relation, ledger kind,
 //!   settlement and claim states) as enums diesel reads and writes.
 //! - [`error`]: [`DbError`], what a caller can branch on.
+//! - [`digits`]: the one check that a wire amount or id is plain decimal digits.
 //! - `test_db` (feature `test-util`): a freshly migrated database per test.
 
+pub mod digits;
 pub mod enums;
 pub mod error;
 pub mod migrate;

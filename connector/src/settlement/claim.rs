@@ -1,5 +1,7 @@
 //! The native `claims` message that a peer's settlement worker sends in a `peer.settle`
-//! Prepare, and the shape checks the connector makes before storing it.
+//! Prepare: its wire format ([`ClaimMessage`], [`ClaimPayload`], written by the worker's
+//! `claims` adaptor and read here), and the shape checks the connector makes before storing
+//! it.
 //!
 //! Prepare data (UTF-8 JSON): `{"claim":"<hex of signed_payload>","signature":"<hex, 64
 //! bytes>"}`, where `signed_payload` is UTF-8 JSON `{"version":1,"payer":"<ILP address>",
@@ -10,12 +12,12 @@
 //! `claims_public_key` and credits the increase exactly once. The payload is stored exactly
 //! as received (the bytes that were signed), never re-serialized.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::packet::Address;
 
 /// The only payload version there is.
-pub const CLAIM_VERSION: u64 = 1;
+pub const CLAIM_VERSION: u32 = 1;
 /// Length of an ed25519 signature.
 pub const SIGNATURE_BYTES: usize = 64;
 
@@ -56,7 +58,7 @@ pub enum ClaimShapeError {
     Payload(String),
     /// A payload version we do not know.
     #[error("claim version {0} is not supported (only 1)")]
-    Version(u64),
+    Version(u32),
     /// `payer` or `payee` is not an ILP address.
     #[error("{field} {value:?} is not an ILP address")]
     Address {
@@ -76,7 +78,7 @@ pub enum ClaimShapeError {
         /// The claim's asset code.
         claim_code: String,
         /// The claim's asset scale.
-        claim_scale: u64,
+        claim_scale: u8,
         /// The account's asset code.
         account_code: String,
         /// The account's asset scale.
@@ -84,20 +86,31 @@ pub enum ClaimShapeError {
     },
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    claim: String,
-    signature: String,
+/// The `peer.settle` data: the signed payload and its signature, hex-encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimMessage {
+    /// Hex of the exact signed bytes.
+    pub claim: String,
+    /// Hex of the 64-byte ed25519 signature.
+    pub signature: String,
 }
 
-#[derive(Deserialize)]
-struct SignedPayload {
-    version: u64,
-    payer: String,
-    payee: String,
-    asset_code: String,
-    asset_scale: u64,
-    cumulative_amount: String,
+/// What a claim says, signed by the payer. Field order is the wire order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimPayload {
+    /// [`CLAIM_VERSION`].
+    pub version: u32,
+    /// The payer's ILP address.
+    pub payer: String,
+    /// The payee's ILP address.
+    pub payee: String,
+    /// The channel's asset code.
+    pub asset_code: String,
+    /// The channel's asset scale.
+    pub asset_scale: u8,
+    /// Total paid on the channel so far, base units, as a decimal string.
+    pub cumulative_amount: String,
 }
 
 /// Checks the shape of a claim message from an account in `asset_code` / `asset_scale`.
@@ -106,7 +119,7 @@ pub fn parse_claim(
     asset_code: &str,
     asset_scale: u8,
 ) -> Result<ReceivedClaim, ClaimShapeError> {
-    let envelope: Envelope =
+    let envelope: ClaimMessage =
         serde_json::from_slice(data).map_err(|err| ClaimShapeError::Envelope(err.to_string()))?;
     let signed_payload = hex::decode(&envelope.claim).map_err(|err| ClaimShapeError::Hex {
         field: "claim",
@@ -118,7 +131,7 @@ pub fn parse_claim(
     })?;
     let signature = <[u8; SIGNATURE_BYTES]>::try_from(signature.as_slice())
         .map_err(|_| ClaimShapeError::SignatureLength(signature.len()))?;
-    let payload: SignedPayload = serde_json::from_slice(&signed_payload)
+    let payload: ClaimPayload = serde_json::from_slice(&signed_payload)
         .map_err(|err| ClaimShapeError::Payload(err.to_string()))?;
     if payload.version != CLAIM_VERSION {
         return Err(ClaimShapeError::Version(payload.version));
@@ -131,9 +144,9 @@ pub fn parse_claim(
     };
     let payer = address("payer", &payload.payer)?;
     let payee = address("payee", &payload.payee)?;
-    let cumulative_amount = parse_amount(&payload.cumulative_amount)
+    let cumulative_amount = schema::digits::parse_i64(&payload.cumulative_amount)
         .ok_or_else(|| ClaimShapeError::Amount(payload.cumulative_amount.clone()))?;
-    if payload.asset_code != asset_code || payload.asset_scale != u64::from(asset_scale) {
+    if payload.asset_code != asset_code || payload.asset_scale != asset_scale {
         return Err(ClaimShapeError::AssetMismatch {
             claim_code: payload.asset_code,
             claim_scale: payload.asset_scale,
@@ -148,14 +161,6 @@ pub fn parse_claim(
         payer,
         payee,
     })
-}
-
-/// Decimal digits only (no sign, no spaces), fitting `i64`.
-fn parse_amount(text: &str) -> Option<i64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse::<i64>().ok()
 }
 
 #[cfg(test)]

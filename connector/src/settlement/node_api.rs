@@ -134,10 +134,7 @@ fn route(path: &str) -> Option<Endpoint> {
     let rest = path.strip_prefix("/accounts/")?;
     let (id, action) = rest.split_once('/')?;
     // Ids are ours: decimal digits only, so `+1` or ` 1` name no account.
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let id = id.parse::<i64>().ok()?;
+    let id = schema::digits::parse_i64(id)?;
     match action {
         "settlements" => Some(Endpoint::Settlements(id)),
         "messages" => Some(Endpoint::Messages(id)),
@@ -249,7 +246,7 @@ async fn credit<O>(
             );
         }
     };
-    if quantity.amount.is_empty() || !quantity.amount.bytes().all(|b| b.is_ascii_digit()) {
+    if !schema::digits::is_digits(&quantity.amount) {
         return text(
             StatusCode::BAD_REQUEST,
             format!(

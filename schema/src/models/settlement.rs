@@ -723,7 +723,7 @@ pub async fn credit_incoming_settlement(
 
 /// `amount` as a canonical decimal integer (no sign, no leading zeros), or why it is not one.
 fn parse_amount(amount: &str) -> Result<String, CreditError> {
-    if amount.is_empty() || !amount.bytes().all(|b| b.is_ascii_digit()) {
+    if !crate::digits::is_digits(amount) {
         return Err(CreditError::InvalidAmount(format!(
             "{:?} is not a non-negative decimal integer",
             amount.chars().take(64).collect::<String>()

@@ -24,7 +24,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use connector::packet::ildcp::PEER_PROTOCOL_CONDITION;
-use connector::packet::{Address, AddressRef, ErrorClass, Packet, PrepareBuilder};
+use connector::packet::{Address, ErrorClass, Packet, PrepareBuilder};
+use connector::settlement::peer_settle::PEER_SETTLE_DESTINATION;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use http_body_util::Full;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -33,7 +34,6 @@ use schema::DbPool;
 use schema::models::Account;
 use schema::models::claim::ClaimUnderReview;
 use schema::models::settlement::{Settlement, cumulative_settled};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
@@ -41,43 +41,14 @@ use super::{
     read_body, string_option,
 };
 
+pub use connector::settlement::claim::{
+    CLAIM_VERSION, ClaimMessage, ClaimPayload, SIGNATURE_BYTES,
+};
+
 /// The options a `claims` ledger takes.
 pub const OPTIONS: &[&str] = &["signing_key", "node_address", "call_timeout_ms"];
-/// Destination of settlement messages between peers (RFC 38).
-pub const PEER_SETTLE: &str = "peer.settle";
 /// How long a claim's Prepare stays valid.
 pub const CLAIM_EXPIRY: Duration = Duration::from_secs(10);
-/// The claim format this code writes and reads.
-pub const CLAIM_VERSION: u32 = 1;
-/// Length of an ed25519 signature, bytes.
-pub const SIGNATURE_BYTES: usize = 64;
-
-/// What a claim says, signed by the payer. Field order is the wire order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimPayload {
-    /// [`CLAIM_VERSION`].
-    pub version: u32,
-    /// The payer's ILP address.
-    pub payer: String,
-    /// The payee's ILP address.
-    pub payee: String,
-    /// The channel's asset code.
-    pub asset_code: String,
-    /// The channel's asset scale.
-    pub asset_scale: u8,
-    /// Total paid on the channel so far, base units, as a decimal string.
-    pub cumulative_amount: String,
-}
-
-/// The `peer.settle` data: the signed payload and its signature, hex-encoded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClaimMessage {
-    /// Hex of the exact signed bytes.
-    pub claim: String,
-    /// Hex of the 64-byte ed25519 signature.
-    pub signature: String,
-}
 
 /// Signs `payload`: the exact bytes and the signature over them.
 pub fn sign_claim(key: &SigningKey, payload: &ClaimPayload) -> (Vec<u8>, [u8; SIGNATURE_BYTES]) {
@@ -160,7 +131,7 @@ pub fn verify_claim(review: &ClaimUnderReview, our_address: Option<&str>) -> Res
 }
 
 fn parse_cumulative(text: &str) -> Result<i64, String> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if !schema::digits::is_digits(text) {
         return Err(format!(
             "cumulative_amount {text:?} is not a decimal integer"
         ));
@@ -302,8 +273,7 @@ impl ClaimsAdaptor {
             signature: hex::encode(signature),
         })
         .unwrap_or_default();
-        let destination = AddressRef::new(PEER_SETTLE)
-            .map_err(|err| AdaptorError::Rejected(format!("peer.settle: {err}")))?;
+        let destination = PEER_SETTLE_DESTINATION;
         let prepare = PrepareBuilder {
             amount: 0,
             expires_at: SystemTime::now() + CLAIM_EXPIRY,
