@@ -21,6 +21,7 @@
 //!   options), claim a due one, poll it, write its next due time, sleep when none is due,
 //!   stop between runs on `shutdown`.
 //! - [`poll`]: [`poll_ledger`], one poll of one ledger: retries, new settlements, claims.
+//! - [`backoff`]: [`backoff::Backoff`], the doubling, capped waits every retry uses.
 //! - [`adaptor`]: [`Adaptor`], one per ledger kind, dispatched by `match`:
 //!   [`adaptor::rfc38`] (an RFC 38 settlement engine over HTTP) and [`adaptor::claims`]
 //!   (signed cumulative claims over `peer.settle`, and their verification).
@@ -30,6 +31,7 @@
 //!   `schema::models::{settlement, claim}`, next to the tables they touch.
 
 pub mod adaptor;
+pub mod backoff;
 pub mod config;
 pub mod poll;
 pub mod runner;

@@ -18,7 +18,6 @@
 //! Each decision is counted where it is made: [`SETTLEMENTS_TOTAL`] and [`CLAIMS_TOTAL`]
 //! (no-ops unless the binary installed a recorder, see `admin.listen`).
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use schema::models::claim::{ClaimOutcome, list_received_claims, process_claim};
@@ -32,6 +31,7 @@ use tracing::Instrument;
 
 use crate::adaptor::claims::verify_claim;
 use crate::adaptor::{Adaptor, AdaptorError};
+use crate::backoff::Backoff;
 
 /// Most settlements attempted (retries and new ones together) in one poll of one ledger:
 /// bounds a poll's length, so it ends within its lease.
@@ -42,13 +42,9 @@ pub const MAX_CLAIMS_PER_POLL: i64 = 1_000;
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// Longest wait between retries (RFC 38: retry indefinitely, at most an hour apart).
 pub const RETRY_MAX: Duration = Duration::from_secs(60 * 60);
-/// Test-only (outside the `ILP_WORKER_` prefix on purpose, so the config loader ignores it): set `ILP_TEST_WORKER_PAUSE_AFTER` to `pending` (after a settlement's pending
-/// row commits, before the ledger call) or `call` (after the call returns, before its outcome
-/// is recorded) and the worker logs `test pause` and sleeps this long there, so that a test
-/// can SIGKILL it at that exact step. Never set it in production.
-pub const TEST_PAUSE_ENV: &str = "ILP_TEST_WORKER_PAUSE_AFTER";
-/// How long a [`TEST_PAUSE_ENV`] pause lasts.
-pub const TEST_PAUSE: Duration = Duration::from_secs(60);
+/// Retries of a settlement without a definite answer: [`RETRY_FIRST`] doubled per attempt, at
+/// most [`RETRY_MAX`], with jitter so that settlements failing together do not retry together.
+pub const SETTLEMENT_BACKOFF: Backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
 
 /// Counter of settlement attempts decided, by `ledger` and `outcome`
 /// ([`SETTLEMENT_CONFIRMED`], [`SETTLEMENT_RETRY`], [`SETTLEMENT_FAILED`]).
@@ -189,7 +185,6 @@ pub async fn poll_ledger(
                 settlement.amount = settlement.amount,
                 "settlement started: balance lowered, pending"
             );
-            test_pause(PausePoint::Pending).await;
             attempt(pool, adaptor, settlement, &mut report).await?;
         }
     } else if room <= 0 {
@@ -222,7 +217,6 @@ async fn attempt(
             find_settlement_account(&mut conn, &settlement).await?
         };
         let outcome = adaptor.settle(pool, &account, &settlement).await;
-        test_pause(PausePoint::Call).await;
         let mut conn = pool.get().await?;
         match outcome {
             Ok(()) => {
@@ -233,7 +227,8 @@ async fn attempt(
                 }
             }
             Err(AdaptorError::Transient(error)) => {
-                let wait = retry_wait(settlement.attempts);
+                let wait = SETTLEMENT_BACKOFF
+                    .wait_with_jitter(u32::try_from(settlement.attempts).unwrap_or(0));
                 if postpone_settlement(&mut conn, settlement.id, wait, &error).await? {
                     report.postponed += 1;
                     count_settlement(&settlement.ledger, SETTLEMENT_RETRY);
@@ -311,56 +306,4 @@ fn count_settlement(ledger: &str, outcome: &'static str) {
 fn count_claim(ledger: &str, outcome: &'static str) {
     metrics::counter!(CLAIMS_TOTAL, "ledger" => ledger.to_owned(), "outcome" => outcome)
         .increment(1);
-}
-
-/// Wait before retrying a settlement that has had `attempts` inconclusive attempts:
-/// [`RETRY_FIRST`] doubled per attempt, at most [`RETRY_MAX`], plus up to 10 % jitter so
-/// that settlements failing together do not retry together.
-pub fn retry_wait(attempts: i32) -> Duration {
-    let doublings = u32::try_from(attempts).unwrap_or(0).min(31);
-    let base = RETRY_FIRST
-        .checked_mul(1u32 << doublings)
-        .unwrap_or(RETRY_MAX)
-        .min(RETRY_MAX);
-    let jitter = base.mul_f64(rand::random::<f64>() * 0.1);
-    base + jitter
-}
-
-/// Where a test may ask the worker to stop for a kill (see [`TEST_PAUSE_ENV`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PausePoint {
-    Pending,
-    Call,
-}
-
-async fn test_pause(point: PausePoint) {
-    static CONFIGURED: OnceLock<Option<PausePoint>> = OnceLock::new();
-    let configured = CONFIGURED.get_or_init(|| match std::env::var(TEST_PAUSE_ENV).as_deref() {
-        Ok("pending") => Some(PausePoint::Pending),
-        Ok("call") => Some(PausePoint::Call),
-        _ => None,
-    });
-    if *configured == Some(point) {
-        tracing::warn!(point = ?point, "test pause ({TEST_PAUSE_ENV}); never set in production");
-        tokio::time::sleep(TEST_PAUSE).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Proves retry waits double from RETRY_FIRST, stay under RETRY_MAX plus jitter, and never overflow.
-    #[test]
-    fn retry_waits_back_off_to_an_hour() {
-        let first = retry_wait(0);
-        assert!(first >= RETRY_FIRST && first <= RETRY_FIRST.mul_f64(1.1));
-        let third = retry_wait(2);
-        assert!(third >= RETRY_FIRST * 4 && third <= (RETRY_FIRST * 4).mul_f64(1.1));
-        for attempts in [12, 40, i32::MAX, -1] {
-            let wait = retry_wait(attempts);
-            assert!(wait <= RETRY_MAX.mul_f64(1.1), "{attempts}: {wait:?}");
-        }
-        assert!(retry_wait(12) >= RETRY_MAX);
-    }
 }

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::adaptor::Adaptor;
+use crate::backoff::Backoff;
 use crate::config::{LedgerConfig, WorkerConfig};
 use crate::poll::{PollReport, poll_ledger};
 
@@ -42,6 +43,8 @@ pub const DB_RETRY_FIRST: Duration = Duration::from_millis(250);
 /// Longest wait between retries while the database stays unreachable; the wait doubles up
 /// to this.
 pub const DB_RETRY_MAX: Duration = Duration::from_secs(10);
+/// Retries while the database fails.
+const DB_BACKOFF: Backoff = Backoff::new(DB_RETRY_FIRST, DB_RETRY_MAX);
 /// Next poll of a ledger whose schedule has no further time (only past croner's horizon,
 /// the year 5000): far enough not to spin, near enough to be noticed in the logs.
 pub const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -99,7 +102,8 @@ pub async fn run_observed(
 ) -> anyhow::Result<()> {
     let admin = start_admin(config.admin.listen, &pool, &shutdown).await?;
     let runner = Runner::new(config, pool, observer)?;
-    let mut backoff = Backoff::new();
+    // Database failures in a row.
+    let mut failures = 0;
 
     loop {
         if shutdown.is_cancelled() {
@@ -109,7 +113,8 @@ pub async fn run_observed(
             Ok(()) => break,
             Err(err) => {
                 tracing::error!(error = %err, "registering the ledgers failed; retrying");
-                if sleep_or_cancelled(backoff.next_wait(), &shutdown).await {
+                failures += 1;
+                if sleep_or_cancelled(DB_BACKOFF.wait(failures - 1), &shutdown).await {
                     return Ok(());
                 }
             }
@@ -131,21 +136,22 @@ pub async fn run_observed(
         return Ok(());
     }
 
-    backoff.reset();
+    failures = 0;
     while !shutdown.is_cancelled() {
         let wait = match runner.run_one().await {
             // Another ledger may be due already: look again at once.
             Ok(true) => {
-                backoff.reset();
+                failures = 0;
                 continue;
             }
             Ok(false) => {
-                backoff.reset();
+                failures = 0;
                 runner.idle_poll
             }
             Err(err) => {
                 tracing::error!(error = %err, "ledger run failed; retrying");
-                backoff.next_wait()
+                failures += 1;
+                DB_BACKOFF.wait(failures - 1)
             }
         };
         if sleep_or_cancelled(wait, &shutdown).await {
@@ -355,46 +361,9 @@ async fn sleep_or_cancelled(wait: Duration, shutdown: &CancellationToken) -> boo
     }
 }
 
-/// Doubling waits between retries, from [`DB_RETRY_FIRST`] to [`DB_RETRY_MAX`].
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff {
-            next: DB_RETRY_FIRST,
-        }
-    }
-
-    fn next_wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(DB_RETRY_MAX);
-        wait
-    }
-
-    fn reset(&mut self) {
-        self.next = DB_RETRY_FIRST;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    // Proves retry waits double from the first to the cap and start over after a success.
-    #[test]
-    fn backoff_doubles_to_the_cap() {
-        let mut backoff = Backoff::new();
-        let waits: Vec<Duration> = (0..8).map(|_| backoff.next_wait()).collect();
-        assert_eq!(waits[0], DB_RETRY_FIRST);
-        assert_eq!(waits[1], DB_RETRY_FIRST * 2);
-        assert_eq!(*waits.last().unwrap(), DB_RETRY_MAX);
-        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
-        backoff.reset();
-        assert_eq!(backoff.next_wait(), DB_RETRY_FIRST);
-    }
 
     // Proves a cancelled token ends a wait at once.
     #[tokio::test]

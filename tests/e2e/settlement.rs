@@ -1,6 +1,7 @@
 //! Settlement crash safety with real processes: the real `ilp-settlement-worker` binary,
 //! SIGKILLed at each step of an outgoing settlement, against an RFC 38 engine that counts
-//! settle calls per idempotency key. Whatever the kill, the money moves once.
+//! settle calls per idempotency key. Whatever the kill, the money moves once. The worker has
+//! no test hooks: the engine and the database hold it where it is to be killed.
 
 // Fixtures (fake engines and peers, account set-up) panic where a step fails, like the tests.
 #![allow(clippy::unwrap_used)]
@@ -8,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use e2e::{SettlementWorker, eventually};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
@@ -27,11 +28,15 @@ use schema::test_db::TestDb;
 const WITHIN: Duration = Duration::from_secs(30);
 
 /// An RFC 38 engine that credits each idempotency key once, counting every settle call per
-/// key; while `hang` is set it never answers settle calls.
+/// key. While `hold` is set it answers no settle call (it counts them, then waits); while
+/// `swallow` is set it neither counts nor answers them (as if they never arrived), only
+/// `swallowed` tells the test one came.
 struct CountingEngine {
     addr: SocketAddr,
     calls: Arc<Mutex<BTreeMap<String, u32>>>,
-    hang: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
+    swallow: Arc<AtomicBool>,
+    swallowed: Arc<AtomicU32>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,15 +45,22 @@ impl CountingEngine {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let calls: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
-        let hang = Arc::new(AtomicBool::new(false));
-        let (sink, hanging) = (calls.clone(), hang.clone());
+        let hold = Arc::new(AtomicBool::new(false));
+        let swallow = Arc::new(AtomicBool::new(false));
+        let swallowed = Arc::new(AtomicU32::new(0));
+        let state = (
+            calls.clone(),
+            hold.clone(),
+            swallow.clone(),
+            swallowed.clone(),
+        );
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (sink, hanging) = (sink.clone(), hanging.clone());
+                let state = state.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |request: Request<hyper::body::Incoming>| {
-                            let (sink, hanging) = (sink.clone(), hanging.clone());
+                            let (sink, holding, swallowing, swallowed) = state.clone();
                             async move {
                                 let settle = request.uri().path().ends_with("/settlements");
                                 let key = request
@@ -61,10 +73,14 @@ impl CountingEngine {
                                 let mut response =
                                     Response::new(Full::new(Bytes::from_static(b"{}")));
                                 *response.status_mut() = StatusCode::CREATED;
+                                if settle && AtomicBool::load(&swallowing, Ordering::SeqCst) {
+                                    swallowed.fetch_add(1, Ordering::SeqCst);
+                                    std::future::pending::<()>().await;
+                                }
                                 if settle {
                                     *sink.lock().unwrap().entry(key).or_default() += 1;
-                                    if AtomicBool::load(&hanging, Ordering::SeqCst) {
-                                        std::future::pending::<()>().await;
+                                    while AtomicBool::load(&holding, Ordering::SeqCst) {
+                                        tokio::time::sleep(Duration::from_millis(20)).await;
                                     }
                                 }
                                 Ok::<_, Infallible>(response)
@@ -80,7 +96,9 @@ impl CountingEngine {
         CountingEngine {
             addr,
             calls,
-            hang,
+            hold,
+            swallow,
+            swallowed,
             task,
         }
     }
@@ -168,12 +186,25 @@ async fn journal_rows(conn: &mut AsyncPgConnection, kind: &str) -> i64 {
 /// Where the first worker is killed.
 #[derive(Debug, Clone, Copy)]
 enum KillAt {
-    /// The pending row is committed, the engine not called yet.
+    /// The pending row is committed, the engine never got the call (it swallows it).
     AfterPending,
-    /// The engine has the settle call but has not answered.
+    /// The engine has the settle call but has not answered (it holds it).
     DuringCall,
-    /// The engine answered; the outcome is not recorded yet.
+    /// The engine answered; the outcome is not recorded yet (the test holds a lock on the
+    /// settlement row, so the worker's confirmation waits).
     AfterCall,
+}
+
+/// Backends of the test's database waiting for a lock.
+async fn waiting_for_a_lock(conn: &mut AsyncPgConnection) -> i64 {
+    let row: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .get_result(conn)
+    .await
+    .unwrap();
+    row.n
 }
 
 /// One threshold crossing, the worker SIGKILLed at `kill_at` and restarted; then checks that
@@ -185,15 +216,11 @@ async fn kill_and_restart(kill_at: KillAt) {
     let engine = CountingEngine::start().await;
     let config = worker_config(&engine);
 
-    let pause = match kill_at {
-        KillAt::AfterPending => vec![("ILP_TEST_WORKER_PAUSE_AFTER", "pending")],
-        KillAt::AfterCall => vec![("ILP_TEST_WORKER_PAUSE_AFTER", "call")],
-        KillAt::DuringCall => {
-            engine.hang.store(true, Ordering::SeqCst);
-            vec![]
-        }
-    };
-    let mut first = SettlementWorker::start(db.url(), &config, &pause);
+    match kill_at {
+        KillAt::AfterPending => engine.swallow.store(true, Ordering::SeqCst),
+        KillAt::DuringCall | KillAt::AfterCall => engine.hold.store(true, Ordering::SeqCst),
+    }
+    let mut first = SettlementWorker::start(db.url(), &config, &[]);
     let pending = eventually(WITHIN, || async {
         let rows = settlements(&mut db.connect().await).await;
         rows.into_iter()
@@ -201,23 +228,46 @@ async fn kill_and_restart(kill_at: KillAt) {
     })
     .await
     .expect("a pending settlement");
+    // For AfterCall: a transaction holding the settlement row, so the confirmation waits.
+    let mut locker = db.connect().await;
     match kill_at {
         KillAt::AfterPending => {
-            // The worker sleeps right after the commit; give it time to be there.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            eventually(WITHIN, || async {
+                (AtomicU32::load(&engine.swallowed, Ordering::SeqCst) >= 1).then_some(())
+            })
+            .await
+            .expect("the worker sent the call");
             assert_eq!(
                 engine.total_calls(),
                 0,
-                "killed before the engine was called"
+                "killed before the engine got the call"
             );
         }
-        KillAt::DuringCall | KillAt::AfterCall => {
+        KillAt::DuringCall => {
             eventually(WITHIN, || async {
                 (engine.total_calls() >= 1).then_some(())
             })
             .await
             .expect("the engine was called");
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        KillAt::AfterCall => {
+            eventually(WITHIN, || async {
+                (engine.total_calls() >= 1).then_some(())
+            })
+            .await
+            .expect("the engine was called");
+            locker.batch_execute("BEGIN").await.unwrap();
+            diesel::sql_query("SELECT 1 FROM settlements WHERE id = $1 FOR UPDATE")
+                .bind::<diesel::sql_types::Uuid, _>(pending.id)
+                .execute(&mut locker)
+                .await
+                .unwrap();
+            engine.hold.store(false, Ordering::SeqCst);
+            eventually(WITHIN, || async {
+                (waiting_for_a_lock(&mut db.connect().await).await >= 1).then_some(())
+            })
+            .await
+            .expect("the worker's confirmation waits for the row");
         }
     }
     assert_eq!(
@@ -226,7 +276,9 @@ async fn kill_and_restart(kill_at: KillAt) {
         "{kill_at:?}: not decided yet"
     );
     first.kill();
-    engine.hang.store(false, Ordering::SeqCst);
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    engine.hold.store(false, Ordering::SeqCst);
+    engine.swallow.store(false, Ordering::SeqCst);
     assert_eq!(
         find_balance(conn, carol).await.unwrap().balance,
         0,
