@@ -21,7 +21,9 @@ use uuid::Uuid;
 
 use crate::models::account::Account;
 use crate::models::balance::move_balance;
-use crate::schema::{accounts, ledger_accounts, settlement_leftovers, settlements};
+use crate::schema::{
+    accounts, incoming_settlements, ledger_accounts, settlement_leftovers, settlements,
+};
 use crate::{DbError, JournalKind, SettlementState};
 
 /// Most decimal digits of an incoming amount (`incoming_settlements.amount` is NUMERIC(40, 0)).
@@ -544,12 +546,6 @@ struct CreditTarget {
 }
 
 #[derive(QueryableByName)]
-struct Replay {
-    #[diesel(sql_type = Text)]
-    response: String,
-}
-
-#[derive(QueryableByName)]
 struct Leftover {
     #[diesel(sql_type = Text)]
     amount: String,
@@ -604,18 +600,15 @@ pub async fn credit_incoming_settlement(
             return Err(CreditError::UnknownAccount);
         };
         // Under the balance lock: a concurrent call with this key has committed or not started.
-        let replay: Option<Replay> = diesel::sql_query(
-            "SELECT coalesce(response::text, 'null') AS response FROM incoming_settlements \
-             WHERE account_id = $1 AND idempotency_key = $2",
-        )
-        .bind::<Int8, _>(account_id)
-        .bind::<Text, _>(idempotency_key)
-        .get_result(conn)
-        .await
-        .optional()?;
-        if let Some(replay) = replay {
-            let response = serde_json::from_str(&replay.response)
-                .unwrap_or(serde_json::Value::String(replay.response));
+        let replay: Option<Option<serde_json::Value>> = incoming_settlements::table
+            .filter(incoming_settlements::account_id.eq(account_id))
+            .filter(incoming_settlements::idempotency_key.eq(idempotency_key))
+            .select(incoming_settlements::response)
+            .first(conn)
+            .await
+            .optional()?;
+        if let Some(response) = replay {
+            let response = response.unwrap_or(serde_json::Value::Null);
             return Ok(IncomingCredit {
                 credited: 0,
                 response,
