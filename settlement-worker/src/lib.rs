@@ -11,7 +11,7 @@
 //! the ledger is called), retries what had no definite answer with the same key, refunds
 //! what was definitely rejected, and on a `claims` ledger verifies and credits the signed
 //! claims peers sent. Incoming RFC 38 credits are taken by the connector (its node API) with
-//! `schema::models::settlement::credit_incoming_settlement`.
+//! `schema::models::incoming_settlement::credit_incoming_settlement`.
 //!
 //! # Layout
 //! - [`config`]: [`WorkerConfig`], read from a TOML file and the environment and validated

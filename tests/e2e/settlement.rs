@@ -21,7 +21,8 @@ use hyper::{Request, Response, StatusCode};
 use schema::models::NewAccount;
 use schema::models::account::insert_account;
 use schema::models::balance::{find_balance, sum_journal};
-use schema::models::settlement::{Settlement, credit_incoming_settlement};
+use schema::models::incoming_settlement::credit_incoming_settlement;
+use schema::models::settlement::Settlement;
 use schema::test_db::TestDb;
 
 /// How long a step may take to show (the worker polls every second).

@@ -16,7 +16,7 @@
 //!
 //! `{id}` is the account's numeric id (`ilp-connector accounts list`). The credit itself,
 //! scale conversion with leftovers and the idempotency record, is one SQL transaction in
-//! `schema::models::settlement::credit_incoming_settlement`.
+//! `schema::models::incoming_settlement::credit_incoming_settlement`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use runtime::http::{BodyError, bearer_token, content_type_is, read_request_body};
-use schema::models::settlement::{CreditError, credit_incoming_settlement};
+use schema::models::incoming_settlement::{CreditError, credit_incoming_settlement};
 use schema::{DbError, DbPool};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};

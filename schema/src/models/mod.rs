@@ -4,7 +4,9 @@ pub mod account;
 pub mod balance;
 pub mod balance_batch;
 pub mod claim;
+pub mod incoming_settlement;
 pub mod ledger;
+pub mod ledger_account;
 pub mod route;
 pub mod settlement;
 

@@ -5,10 +5,10 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::models::account::insert_account;
 use schema::models::balance::{find_balance, sum_journal};
+use schema::models::incoming_settlement::{CreditError, credit_incoming_settlement};
 use schema::models::settlement::{
-    CreditError, confirm_settlement, credit_incoming_settlement, cumulative_settled,
-    find_settlement, list_accounts_to_settle, postpone_settlement, refund_settlement,
-    start_settlement,
+    confirm_settlement, cumulative_settled, find_settlement, list_accounts_to_settle,
+    postpone_settlement, refund_settlement, start_settlement,
 };
 use schema::schema::{incoming_settlements, settlement_leftovers};
 use schema::test_db::TestDb;

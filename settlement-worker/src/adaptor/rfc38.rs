@@ -30,10 +30,11 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode, Uri};
 use schema::DbPool;
 use schema::models::Account;
-use schema::models::settlement::{
-    Settlement, forget_ledger_account, ledger_account_exists, list_engine_accounts_gone,
+use schema::models::ledger_account::{
+    forget_ledger_account, ledger_account_exists, list_engine_accounts_gone,
     list_engine_accounts_missing, list_ledger_accounts_after, record_ledger_account,
 };
+use schema::models::settlement::Settlement;
 use serde_json::{Map, Value};
 
 use super::{

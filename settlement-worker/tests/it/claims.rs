@@ -19,7 +19,7 @@ use hyper::{Request, Response};
 use schema::models::NewAccount;
 use schema::models::account::insert_account;
 use schema::models::claim::{NewClaim, find_claim, insert_claim};
-use schema::models::settlement::credit_incoming_settlement;
+use schema::models::incoming_settlement::credit_incoming_settlement;
 use schema::test_db::TestDb;
 use settlement_worker::adaptor::claims::{ClaimMessage, ClaimPayload, sign_claim};
 use settlement_worker::{Adaptor, WorkerConfig, poll_ledger};
