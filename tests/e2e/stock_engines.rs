@@ -17,11 +17,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use connector::packet::Packet;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use e2e::{Behaviour, Node, Receiver, SettlementWorker, cli, free_port, run_traffic, send_prepare};
+use e2e::{
+    Behaviour, Node, Receiver, SettlementWorker, cli, free_port, run_traffic, send_prepare,
+    wait_for,
+};
 use schema::test_db::TestDb;
 
 /// How long settlement may take: ledgers are polled every second, engines read the ledger
@@ -127,22 +130,6 @@ impl Drop for StockEngine {
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
         }
-    }
-}
-
-/// Polls `check` every 200 ms until it returns `Some`, for at most `within`.
-async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

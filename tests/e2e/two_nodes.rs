@@ -9,20 +9,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use connector::packet::ildcp::PEER_PROTOCOL_CONDITION;
 use connector::packet::{AddressRef, Packet, PrepareBuilder};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use e2e::{
     AccountBalance, Behaviour, Node, Receiver, SettlementWorker, free_port, http_get, metric,
-    run_traffic, send_prepare,
+    run_traffic, send_prepare, wait_for,
 };
 use ed25519_dalek::SigningKey;
 use hyper::StatusCode;
 
-/// How often the settlement state is read.
-const POLL_EVERY: Duration = Duration::from_millis(200);
 /// How long settlement may take: both ledgers are polled every second.
 const SETTLED_WITHIN: Duration = Duration::from_secs(15);
 /// A's account `b` is settled once A owes B this much (base units), down to 0.
@@ -110,22 +108,6 @@ fn balance_of(rows: &[AccountBalance], username: &str) -> i64 {
         .find(|row| row.username == username)
         .unwrap_or_else(|| panic!("no account {username}: {rows:?}"))
         .balance
-}
-
-/// Polls `check` every [`POLL_EVERY`] until it returns `Some`, for at most `within`.
-async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(POLL_EVERY).await;
-    }
 }
 
 fn worker_config(admin: Option<SocketAddr>) -> String {

@@ -422,6 +422,17 @@ where
     }
 }
 
+/// [`eventually`], panicking with `what` when `within` passes first.
+pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually(within, check)
+        .await
+        .unwrap_or_else(|| panic!("not within {within:?}: {what}"))
+}
+
 /// GETs `path` from `addr` (an admin listener, e.g. a worker's): status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())

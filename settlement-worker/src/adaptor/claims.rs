@@ -348,14 +348,8 @@ impl ClaimsAdaptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adaptor::tests::options;
     use schema::models::claim::ClaimRow;
-
-    fn options(pairs: &[(&str, &str)]) -> Map<String, Value> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
-            .collect()
-    }
 
     fn review(key: &SigningKey, payload: &ClaimPayload, recorded: i64) -> ClaimUnderReview {
         let (signed, signature) = sign_claim(key, payload);

@@ -178,8 +178,16 @@ pub(crate) fn call_timeout(options: &Map<String, Value>) -> Result<Duration, Opt
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Options of string values, as a TOML table of strings gives them.
+    pub(crate) fn options(pairs: &[(&str, &str)]) -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+            .collect()
+    }
 
     // Proves call_timeout_ms accepts integers and numeric strings in range, and nothing else.
     #[test]

@@ -380,13 +380,7 @@ fn prefix(err: AdaptorError, context: &str) -> AdaptorError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn options(pairs: &[(&str, &str)]) -> Map<String, Value> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
-            .collect()
-    }
+    use crate::adaptor::tests::options;
 
     // Proves the status rules: 2xx pays, retryable statuses and 5xx are transient, other 4xx definite.
     #[test]
