@@ -88,8 +88,10 @@ pub struct PollReport {
     pub engine_accounts_created: u32,
     /// Accounts deleted from the RFC 38 engine.
     pub engine_accounts_deleted: u32,
-    /// Engine account calls that failed (tried again on the next poll).
+    /// Engine account calls that failed (tried again on a later poll).
     pub engine_accounts_failed: u32,
+    /// Engine account creations not tried: the account backs off after failures.
+    pub engine_accounts_backing_off: u32,
     /// Whether work was left for the next poll (the per-poll limit or the deadline).
     pub deferred: bool,
 }
@@ -117,6 +119,7 @@ pub async fn poll_ledger(
         report.engine_accounts_created = sync.created;
         report.engine_accounts_deleted = sync.deleted;
         report.engine_accounts_failed = sync.failed;
+        report.engine_accounts_backing_off = sync.backing_off;
     }
 
     // Retries first: they were owed before anything new.

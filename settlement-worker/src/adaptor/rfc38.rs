@@ -9,7 +9,8 @@
 //! `POST {engine}/accounts` with `{"id":"<account id>"}` (200, 201 and 409 all mean the engine
 //! has it; remembered in `ledger_accounts`, so the SQL says which accounts the engine has),
 //! and every account that was removed or left the ledger gets `DELETE {engine}/accounts/{id}`
-//! (2xx or 404; its `ledger_accounts` row goes). A failure is retried on the next poll.
+//! (2xx or 404; its `ledger_accounts` row goes). A failure is retried on a later poll:
+//! creations back off per account ([`ACCOUNT_BACKOFF`]), deletions are tried every poll.
 //! After the worker starts, its first polls `POST` every live account of the ledger again,
 //! page by page, whatever `ledger_accounts` says: an engine that lost its accounts (a
 //! restart with an in-memory store) gets them back when the worker starts.
@@ -21,8 +22,9 @@
 //!
 //! [`DEFAULT_CALL_TIMEOUT`]: super::DEFAULT_CALL_TIMEOUT
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -37,6 +39,8 @@ use schema::models::ledger_account::{
 use schema::models::settlement::Settlement;
 use serde_json::{Map, Value};
 
+use crate::backoff::Backoff;
+
 use super::{
     AdaptorError, HttpClient, OptionsError, call_timeout, check_known_keys, http_client, quote,
     read_body, string_option,
@@ -45,6 +49,8 @@ use super::{
 /// Counter of engine account calls that took effect, by `ledger` and `outcome` (`created`,
 /// `deleted`, `failed`).
 pub const ENGINE_ACCOUNTS_TOTAL: &str = "ilp_engine_accounts_total";
+/// Waits between attempts to create one account on an engine that keeps failing.
+pub const ACCOUNT_BACKOFF: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
 /// Most engine account creations (and, apart, deletions) per poll; the rest wait for the next.
 pub const MAX_ACCOUNT_CALLS_PER_POLL: i64 = 100;
 
@@ -55,8 +61,10 @@ pub struct AccountSync {
     pub created: u32,
     /// Accounts deleted from the engine.
     pub deleted: u32,
-    /// Calls that failed; tried again on the next poll.
+    /// Calls that failed; tried again on a later poll.
     pub failed: u32,
+    /// Creations not tried this poll: the account's last ones failed and it backs off.
+    pub backing_off: u32,
 }
 
 impl AccountSync {
@@ -89,6 +97,8 @@ pub struct Rfc38Adaptor {
     /// While this process has not yet confirmed every account on the engine: the last id
     /// confirmed (`i64::MIN` at start); `None` once done.
     confirming: Arc<Mutex<Option<i64>>>,
+    /// Accounts whose creation failed: failures in a row, and when to try again.
+    creation_failures: Arc<Mutex<HashMap<i64, (u32, Instant)>>>,
 }
 
 impl std::fmt::Debug for Rfc38Adaptor {
@@ -139,6 +149,7 @@ impl Rfc38Adaptor {
             timeout: call_timeout(options)?,
             client: http_client(),
             confirming: Arc::new(Mutex::new(Some(i64::MIN))),
+            creation_failures: Arc::default(),
         })
     }
 
@@ -224,9 +235,27 @@ impl Rfc38Adaptor {
             )
         };
         for &account_id in &missing {
+            let now = Instant::now();
+            let waiting = self
+                .failures()
+                .get(&account_id)
+                .is_some_and(|&(_, next)| next > now);
+            if waiting {
+                sync.backing_off += 1;
+                continue;
+            }
             match self.create_engine_account(pool, account_id).await {
-                Ok(()) => sync.created += 1,
-                Err(err) => sync.failed(&self.ledger, account_id, "creating", &err),
+                Ok(()) => {
+                    sync.created += 1;
+                    self.failures().remove(&account_id);
+                }
+                Err(err) => {
+                    sync.failed(&self.ledger, account_id, "creating", &err);
+                    let mut failures = self.failures();
+                    let entry = failures.entry(account_id).or_insert((0, now));
+                    entry.1 = now + ACCOUNT_BACKOFF.wait(entry.0);
+                    entry.0 += 1;
+                }
             }
         }
         self.confirm_accounts_after_start(pool, &missing, &mut sync)
@@ -242,6 +271,12 @@ impl Rfc38Adaptor {
                 .increment(u64::from(n));
         }
         Ok(sync)
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (u32, Instant)>> {
+        self.creation_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// One page of the start-up confirmation (see the module docs), skipping the accounts

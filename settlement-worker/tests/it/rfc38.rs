@@ -473,11 +473,23 @@ async fn engine_accounts_follow_the_ledgers_accounts() {
         task: tokio::spawn(async {}),
     };
     drop(closed);
-    let report = poll_ledger(&pool, "usd", &rfc38_adaptor(&down), later())
+    let down_adaptor = rfc38_adaptor(&down);
+    let report = poll_ledger(&pool, "usd", &down_adaptor, later())
         .await
         .unwrap();
     assert_eq!(report.engine_accounts_failed, 2);
     assert!(engine_accounts(conn).await.is_empty());
+    // Polled again at once: both back off (5 s at first) instead of failing again.
+    let report = poll_ledger(&pool, "usd", &down_adaptor, later())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.engine_accounts_failed,
+            report.engine_accounts_backing_off
+        ),
+        (0, 2)
+    );
 
     let engine = Engine::start(&[]).await;
     let adaptor = rfc38_adaptor(&engine);
