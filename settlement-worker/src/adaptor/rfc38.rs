@@ -235,28 +235,7 @@ impl Rfc38Adaptor {
             )
         };
         for &account_id in &missing {
-            let now = Instant::now();
-            let waiting = self
-                .failures()
-                .get(&account_id)
-                .is_some_and(|&(_, next)| next > now);
-            if waiting {
-                sync.backing_off += 1;
-                continue;
-            }
-            match self.create_engine_account(pool, account_id).await {
-                Ok(()) => {
-                    sync.created += 1;
-                    self.failures().remove(&account_id);
-                }
-                Err(err) => {
-                    sync.failed(&self.ledger, account_id, "creating", &err);
-                    let mut failures = self.failures();
-                    let entry = failures.entry(account_id).or_insert((0, now));
-                    entry.1 = now + ACCOUNT_BACKOFF.wait(entry.0);
-                    entry.0 += 1;
-                }
-            }
+            self.try_create(pool, account_id, &mut sync).await;
         }
         self.confirm_accounts_after_start(pool, &missing, &mut sync)
             .await?;
@@ -273,15 +252,42 @@ impl Rfc38Adaptor {
         Ok(sync)
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (u32, Instant)>> {
-        self.creation_failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// Creates `account_id` on the engine unless it backs off after earlier failures
+    /// ([`ACCOUNT_BACKOFF`]); counts the outcome in `sync`. True when the engine has it now.
+    async fn try_create(&self, pool: &DbPool, account_id: i64, sync: &mut AccountSync) -> bool {
+        let now = Instant::now();
+        let failures = || {
+            self.creation_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        if failures()
+            .get(&account_id)
+            .is_some_and(|&(_, next)| next > now)
+        {
+            sync.backing_off += 1;
+            return false;
+        }
+        match self.create_engine_account(pool, account_id).await {
+            Ok(()) => {
+                sync.created += 1;
+                failures().remove(&account_id);
+                true
+            }
+            Err(err) => {
+                sync.failed(&self.ledger, account_id, "creating", &err);
+                let mut failures = failures();
+                let (count, next) = failures.entry(account_id).or_insert((0, now));
+                *next = now + ACCOUNT_BACKOFF.wait(*count);
+                *count += 1;
+                false
+            }
+        }
     }
 
     /// One page of the start-up confirmation (see the module docs), skipping the accounts
-    /// this poll just created (`done`). An account the engine did not take loses its
-    /// `ledger_accounts` row, so the next poll creates it again.
+    /// this poll's missing pass already had (`done`). An account the engine did not take
+    /// loses its `ledger_accounts` row, so a later poll creates it again.
     async fn confirm_accounts_after_start(
         &self,
         pool: &DbPool,
@@ -298,13 +304,9 @@ impl Rfc38Adaptor {
                 .await?
         };
         for &account_id in page.iter().filter(|id| !done.contains(id)) {
-            match self.create_engine_account(pool, account_id).await {
-                Ok(()) => sync.created += 1,
-                Err(err) => {
-                    sync.failed(&self.ledger, account_id, "creating", &err);
-                    let mut conn = pool.get().await?;
-                    forget_ledger_account(&mut conn, &self.ledger, account_id).await?;
-                }
+            if !self.try_create(pool, account_id, sync).await {
+                let mut conn = pool.get().await?;
+                forget_ledger_account(&mut conn, &self.ledger, account_id).await?;
             }
         }
         let next = match page.last() {
