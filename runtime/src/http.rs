@@ -1,5 +1,5 @@
 //! HTTP pieces both binaries use: the client every outgoing call goes through, bounded body
-//! reads, and the header parsers for bearer tokens and content types.
+//! reads (whole, or a prefix), and the header parsers for bearer tokens and content types.
 
 use std::time::Duration;
 
@@ -84,6 +84,28 @@ where
         }
         Err(err) => Err(BodyError::Unreadable(err.to_string())),
     }
+}
+
+/// Up to `limit` bytes of `body`, cut rather than refused: what arrived before the limit, the
+/// end or a failure. For bodies only shown to someone (an error's explanation).
+pub async fn read_prefix<B>(mut body: B, limit: usize) -> Bytes
+where
+    B: hyper::body::Body + Unpin,
+{
+    use http_body_util::BodyExt;
+    let mut prefix = bytes::BytesMut::new();
+    while prefix.len() < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = limit - prefix.len();
+                    bytes::BufMut::put(&mut prefix, bytes::Buf::take(data, room));
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    prefix.freeze()
 }
 
 /// Reads a request's body, at most `limit` bytes; a larger `Content-Length` is refused

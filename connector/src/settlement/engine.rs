@@ -113,7 +113,8 @@ impl SettlementEngine for HttpEngineClient {
             let status = response.status();
             if !status.is_success() {
                 // The error body tells the peer's engine why; a longer one is cut, not refused.
-                let body = read_prefix(response.into_body(), MAX_ENGINE_ERROR_BYTES).await;
+                let body =
+                    runtime::http::read_prefix(response.into_body(), MAX_ENGINE_ERROR_BYTES).await;
                 return Err(EngineError::Status { status, body });
             }
             runtime::http::read_body(response.into_body(), MAX_ENGINE_REPLY_BYTES)
@@ -127,22 +128,4 @@ impl SettlementEngine for HttpEngineClient {
             .await
             .map_err(|_| EngineError::Timeout(timeout))?
     }
-}
-
-/// Up to `limit` bytes of `body`: what arrived before the limit or a failure.
-async fn read_prefix(mut body: hyper::body::Incoming, limit: usize) -> Bytes {
-    use http_body_util::BodyExt;
-    let mut prefix = bytes::BytesMut::new();
-    while prefix.len() < limit {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    let room = limit - prefix.len();
-                    prefix.extend_from_slice(&data[..data.len().min(room)]);
-                }
-            }
-            Some(Err(_)) | None => break,
-        }
-    }
-    prefix.freeze()
 }
