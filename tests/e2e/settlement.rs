@@ -230,7 +230,7 @@ async fn kill_and_restart(kill_at: KillAt) {
     .await
     .expect("a pending settlement");
     // For AfterCall: a transaction holding the settlement row, so the confirmation waits.
-    let mut locker = db.connect().await;
+    let mut locker = None;
     match kill_at {
         KillAt::AfterPending => {
             eventually(WITHIN, || async {
@@ -257,12 +257,14 @@ async fn kill_and_restart(kill_at: KillAt) {
             })
             .await
             .expect("the engine was called");
-            locker.batch_execute("BEGIN").await.unwrap();
+            let mut holder = db.connect().await;
+            holder.batch_execute("BEGIN").await.unwrap();
             diesel::sql_query("SELECT 1 FROM settlements WHERE id = $1 FOR UPDATE")
                 .bind::<diesel::sql_types::Uuid, _>(pending.id)
-                .execute(&mut locker)
+                .execute(&mut holder)
                 .await
                 .unwrap();
+            locker = Some(holder);
             engine.hold.store(false, Ordering::SeqCst);
             eventually(WITHIN, || async {
                 (waiting_for_a_lock(&mut db.connect().await).await >= 1).then_some(())
@@ -277,7 +279,9 @@ async fn kill_and_restart(kill_at: KillAt) {
         "{kill_at:?}: not decided yet"
     );
     first.kill();
-    locker.batch_execute("ROLLBACK").await.unwrap();
+    if let Some(mut holder) = locker {
+        holder.batch_execute("ROLLBACK").await.unwrap();
+    }
     engine.hold.store(false, Ordering::SeqCst);
     engine.swallow.store(false, Ordering::SeqCst);
     assert_eq!(

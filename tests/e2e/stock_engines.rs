@@ -22,8 +22,8 @@ use std::time::Duration;
 use connector::packet::Packet;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use e2e::{
-    Behaviour, Node, Receiver, SettlementWorker, cli, free_port, run_traffic, send_prepare,
-    wait_for,
+    Behaviour, Node, Receiver, SettlementWorker, add_child, cli, free_port, run_traffic,
+    send_prepare, wait_for,
 };
 use schema::test_db::TestDb;
 
@@ -107,10 +107,14 @@ impl StockEngine {
         }
     }
 
+    /// What the framework logged so far (every run of this engine).
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// How many times the framework logged that the connector credited `settlement_id`.
     fn credits_logged(&self, settlement_id: &str) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        self.log()
             .lines()
             .filter(|line| {
                 line.contains("Connector credited incoming settlement")
@@ -124,11 +128,7 @@ impl Drop for StockEngine {
     fn drop(&mut self) {
         self.kill();
         if std::env::var_os("E2E_LOGS").is_some() {
-            eprintln!(
-                "[{}] {}",
-                self.address,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
+            eprintln!("[{}] {}", self.address, self.log());
         }
     }
 }
@@ -222,14 +222,13 @@ async fn two_sides(ledger: &Path, engines_first: bool) -> (Side, Side) {
         let db = Arc::new(TestDb::new().await);
         let receiver = Receiver::start(Behaviour::Fulfill).await;
         let url = db.url();
-        for (name, extra) in [
-            ("s", vec!["--incoming-token", "s-token"]),
-            ("r", vec!["--outgoing-url", &receiver.url()]),
-        ] {
-            let mut args = vec![
+        add_child(url, "s", "");
+        cli(
+            url,
+            &[
                 "accounts",
                 "add",
-                name,
+                "r",
                 "--relation",
                 "child",
                 "--asset-code",
@@ -238,10 +237,10 @@ async fn two_sides(ledger: &Path, engines_first: bool) -> (Side, Side) {
                 "2",
                 "--credit-limit",
                 "",
-            ];
-            args.extend(extra);
-            cli(url, &args);
-        }
+                "--outgoing-url",
+                &receiver.url(),
+            ],
+        );
         let peer_address = format!("test.{other}");
         let threshold = THRESHOLD.to_string();
         let incoming = format!("{other}-to-{me}");
@@ -446,10 +445,9 @@ async fn stock_engines_started_after_the_connectors_settle_both_ways_exactly_onc
     // B's connector down while B's engine credits 0.50: the framework retries until it is back.
     b.node.terminate();
     pay_on_ledger(&ledger, "while-down", "ledger-a", "ledger-b", "0.5");
-    let log = b.engine.log.clone();
+    let engine = &b.engine;
     wait_for(WITHIN, "B's engine retrying the credit", || async {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("Retrying HTTP request").then_some(())
+        engine.log().contains("Retrying HTTP request").then_some(())
     })
     .await;
     b.node.kill_and_restart();
