@@ -8,7 +8,10 @@
 //!                        (kind claims) or our RFC 38 engine's reply (kind rfc38) → Fulfill;
 //!                        no ledger → F02, bad claim → F00, engine or database down → T00/T01
 //!  → PeerProtocolGuard   any other peer.* → F02, never routed
-//!  → Router              longest-prefix match → F02; same asset only, 1:1
+//!  → Router              longest-prefix match → F02
+//!  → ExchangeRateService  amount into the next hop's asset and scale, rounded down, minus the
+//!                        spread: no rate → F02, stale rate → T00, converts to 0 → R01,
+//!                        beyond 2^63 - 1 → F08; an F08 from downstream back in our units
 //!  → BalanceService      hold on the sender's reservation → T04 (T00 while the database is away);
 //!                        post on Fulfill (durable first, exactly once); Reject touches no row
 //!  → ExpiryShortener     minus the next hop's round trip, capped → R02
@@ -18,10 +21,13 @@
 
 use std::sync::Arc;
 
+use rust_decimal::Decimal;
+
 use crate::accounts::SharedDirectory;
 use crate::balance::{BalanceService, BalanceStore};
 use crate::http::client::HttpClientService;
 use crate::packet::Address;
+use crate::rates::ExchangeRateService;
 use crate::router::Router;
 use crate::service::IncomingService;
 use crate::service::expiry::ExpiryShortener;
@@ -35,6 +41,7 @@ use crate::settlement::peer_settle::{ClaimStore, PeerSettleService};
 pub fn build_chain(
     node: Arc<Address>,
     directory: Arc<SharedDirectory>,
+    spread: Decimal,
     balances: impl BalanceStore,
     claims: impl ClaimStore,
     engine: impl SettlementEngine,
@@ -43,6 +50,7 @@ pub fn build_chain(
     let outgoing = OutgoingValidator::new(node.clone(), outgoing);
     let outgoing = ExpiryShortener::new(node.clone(), outgoing);
     let outgoing = BalanceService::new(node.clone(), balances, outgoing);
+    let outgoing = ExchangeRateService::new(node.clone(), directory.clone(), spread, outgoing);
     let incoming = Router::new(node.clone(), directory.clone(), outgoing);
     let incoming = PeerProtocolGuard::new(node.clone(), incoming);
     let incoming = PeerSettleService::new(node.clone(), directory, claims, engine, incoming);

@@ -17,6 +17,11 @@
 //! | `admin.listen` | `ILP_CONNECTOR_ADMIN__LISTEN` | (disabled) | `/metrics` and `/health` listener, e.g. `127.0.0.1:7790` |
 //! | `log.format` | `ILP_CONNECTOR_LOG__FORMAT` | `text` | `text` or `json` |
 //! | `settlement_api.listen` | `ILP_CONNECTOR_SETTLEMENT_API__LISTEN` | (unset: disabled) | RFC 38 node API listener for our settlement engines, e.g. `127.0.0.1:7771` |
+//! | `rates.spread` | `ILP_CONNECTOR_RATES__SPREAD` | `0` | fraction kept on conversions between asset codes (`0.002` = 0.2 %); an account's own `spread` overrides it |
+//! | `rates.provider` | `ILP_CONNECTOR_RATES__PROVIDER` | (unset: rates only from the CLI) | `coincap` or `json`: a feed polled into the `rates` table |
+//! | `rates.url` | `ILP_CONNECTOR_RATES__URL` | (required with a provider) | the feed's `http://` URL |
+//! | `rates.poll_interval_secs` | `ILP_CONNECTOR_RATES__POLL_INTERVAL_SECS` | `60` | time between fetches |
+//! | `rates.max_age_secs` | `ILP_CONNECTOR_RATES__MAX_AGE_SECS` | `300` | a fetched rate is stale this long after its fetch (packets needing it get T00) |
 //! | `settlement_api.token` | `ILP_CONNECTOR_SETTLEMENT_API__TOKEN` | (unset: no token asked; allowed only when `listen` is loopback) | bearer token the engines must send; visible ASCII, no spaces |
 //!
 //! Log levels come from `RUST_LOG` (default `info`).
@@ -28,7 +33,11 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use runtime::config::{AdminConfig, DatabaseConfig, LogConfig, one_line};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+
+use crate::rates::provider::{Provider, ProviderKind};
 
 /// Prefix of environment overrides; `__` separates sections from keys.
 pub const ENV_PREFIX: &str = "ILP_CONNECTOR_";
@@ -64,6 +73,116 @@ pub struct ConnectorConfig {
     /// The RFC 38 node API for our settlement engines.
     #[serde(default)]
     pub settlement_api: SettlementApiConfig,
+    /// Exchange rates: the spread and an optional provider.
+    #[serde(default)]
+    pub rates: RatesConfig,
+}
+
+/// `[rates]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatesConfig {
+    /// Fraction kept on conversions between asset codes, as decimal text.
+    #[serde(deserialize_with = "decimal_text")]
+    pub spread: String,
+    /// Feed format; `None`: no provider.
+    pub provider: Option<ProviderKind>,
+    /// The feed's URL.
+    pub url: Option<String>,
+    /// Seconds between fetches.
+    pub poll_interval_secs: u64,
+    /// Seconds a fetched rate may be used.
+    pub max_age_secs: u64,
+}
+
+impl Default for RatesConfig {
+    fn default() -> Self {
+        RatesConfig {
+            spread: "0".to_owned(),
+            provider: None,
+            url: None,
+            poll_interval_secs: 60,
+            max_age_secs: 300,
+        }
+    }
+}
+
+impl RatesConfig {
+    /// The spread, checked to be in `[0, 1)`.
+    pub fn spread(&self) -> anyhow::Result<Decimal> {
+        let spread = Decimal::from_str(self.spread.trim())
+            .or_else(|_| Decimal::from_scientific(self.spread.trim()))
+            .map_err(|_| {
+                anyhow::anyhow!("rates.spread: {:?} is not a decimal number", self.spread)
+            })?;
+        if spread < Decimal::ZERO || spread >= Decimal::ONE {
+            bail!("rates.spread: {spread} must be at least 0 and below 1 (0.002 keeps 0.2 %)");
+        }
+        Ok(spread)
+    }
+
+    /// The provider, if one is configured.
+    pub fn provider(&self) -> anyhow::Result<Option<Provider>> {
+        let Some(kind) = self.provider else {
+            if self.url.is_some() {
+                bail!("rates.url: set, but rates.provider is not (coincap or json)");
+            }
+            return Ok(None);
+        };
+        let url = self
+            .url
+            .as_deref()
+            .context("rates.url: required when rates.provider is set")?;
+        let uri = url
+            .parse::<hyper::Uri>()
+            .map_err(|err| anyhow::anyhow!("rates.url: {url:?} does not parse: {err}"))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            bail!(
+                "rates.url: {url:?} must be an http:// URL (put a TLS proxy in front of an https feed)"
+            );
+        }
+        if self.poll_interval_secs == 0 {
+            bail!("rates.poll_interval_secs: must be at least 1");
+        }
+        if self.max_age_secs < self.poll_interval_secs {
+            bail!(
+                "rates.max_age_secs: {} is shorter than rates.poll_interval_secs ({}): every rate would go stale between fetches",
+                self.max_age_secs,
+                self.poll_interval_secs
+            );
+        }
+        Ok(Some(Provider {
+            kind,
+            url: uri,
+            poll_interval: std::time::Duration::from_secs(self.poll_interval_secs),
+            max_age: std::time::Duration::from_secs(self.max_age_secs),
+        }))
+    }
+}
+
+/// Decimal text from a TOML string or number (or an environment value figment read as one).
+fn decimal_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a decimal number such as \"0.002\"")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<String, E> {
+            // The shortest text that reads back as this float: "0.002" for 0.002.
+            Ok(v.to_string())
+        }
+    }
+    deserializer.deserialize_any(Text)
 }
 
 /// `[settlement_api]`: disabled unless `listen` is set.
@@ -166,6 +285,7 @@ impl ConnectorConfig {
             log: LogConfig::default(),
             settlement_api: SettlementApiConfig::default(),
             admin: AdminConfig::default(),
+            rates: RatesConfig::default(),
         }
     }
 
@@ -189,6 +309,8 @@ impl ConnectorConfig {
             bail!("balances.stale_after_secs: must be at least 1");
         }
         self.database.validate()?;
+        self.rates.spread()?;
+        self.rates.provider()?;
         if let Some(token) = &self.settlement_api.token
             && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
         {

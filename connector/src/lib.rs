@@ -6,6 +6,8 @@
 //! - [`service`]: the service traits, [`service::IlpResult`], and the links of the chain
 //!   (validators, ILDCP, the `peer.*` guard, the expiry shortener); [`router`] picks the
 //!   next hop; [`chain`] writes their order down in one function.
+//! - [`rates`]: exchange rates (cached from SQL, fed by optional providers), the exact
+//!   conversion arithmetic and the link that converts each Prepare into the next hop's units.
 //! - [`http`]: ILP-over-HTTP: the server (auth, limits) and the client (keep-alive pools).
 //! - [`balance`]: `BalanceService` (hold, post, release), the escrow of credit reservations
 //!   the holds are taken from, the PostgreSQL balance writer that commits posts and
@@ -32,6 +34,7 @@ pub mod config;
 pub mod http;
 pub mod node;
 pub mod packet;
+pub mod rates;
 pub mod router;
 pub mod service;
 pub mod settlement;

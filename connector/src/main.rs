@@ -1,12 +1,12 @@
 //! `ilp-connector`: runs the connector (`serve`), applies migrations, and manages accounts,
-//! routes and balances directly in the database.
+//! routes, rates and balances directly in the database.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use connector::cli::{self, AccountsCommand, Output, RoutesCommand};
+use connector::cli::{self, AccountsCommand, Output, RatesCommand, RoutesCommand};
 use connector::config::ConnectorConfig;
 use runtime::config::LogFormat;
 
@@ -23,7 +23,7 @@ struct Cli {
     /// Log format: text or json (default: the config's log.format).
     #[arg(long, global = true)]
     log_format: Option<LogFormat>,
-    /// Print JSON instead of tables (accounts, routes, balances).
+    /// Print JSON instead of tables (accounts, routes, rates, balances).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -42,6 +42,9 @@ enum Command {
     /// Manage static routes.
     #[command(subcommand)]
     Routes(RoutesCommand),
+    /// Manage exchange rates.
+    #[command(subcommand)]
+    Rates(RatesCommand),
     /// Show every account's balance and holds (base and whole units).
     Balances {
         /// Redraw every --interval seconds until Ctrl-C, with settlements in flight.
@@ -122,6 +125,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Routes(command) => {
             let mut conn = connect(&config).await?;
             cli::run_routes(&mut conn, command, out).await
+        }
+        Command::Rates(command) => {
+            let mut conn = connect(&config).await?;
+            cli::run_rates(&mut conn, command, out).await
         }
         Command::Balances { watch: false, .. } => {
             let mut conn = connect(&config).await?;

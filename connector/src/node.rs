@@ -29,6 +29,8 @@ pub const STARTUP_RETRY: Duration = Duration::from_secs(1);
 /// by another (its reservations swept): it must not go on.
 pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let node = Arc::new(config.ilp_address()?);
+    let spread = config.rates.spread()?;
+    let provider = config.rates.provider()?;
     let pool_config = config.database.pool_config("ilp-connector")?;
     let pool = schema::build_pool(&pool_config)?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -74,8 +76,9 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
     tracing::info!(
         accounts = directory.account_count(),
         routes = directory.route_count(),
+        rates = directory.rates().len(),
         connector.instance = %instance,
-        "accounts and routes loaded"
+        "accounts, routes and rates loaded"
     );
     let directory = Arc::new(SharedDirectory::new(directory));
 
@@ -102,6 +105,10 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
         directory.clone(),
         stop.clone(),
     ));
+    if let Some(provider) = provider {
+        tracing::info!(rates.source = provider.kind.name(), url = %provider.url, "polling a rate provider");
+        tasks.spawn(provider.run(pool.clone(), stop.clone()));
+    }
     let mut writer_config = pool_config.clone();
     writer_config.application_name = "ilp-connector-balances".to_owned();
     let (balances, writer) = PgBalanceStore::start(writer_config, instance, fatal.clone());
@@ -151,6 +158,7 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
         chain: crate::chain::build_chain(
             node.clone(),
             directory,
+            spread,
             balances,
             PgClaimStore::new(pool.clone()),
             HttpEngineClient::new(),

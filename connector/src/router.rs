@@ -40,19 +40,6 @@ impl<O: OutgoingService> IncomingService for Router<O> {
                 &[],
             ));
         };
-        let from = &request.from;
-        // Same-asset forwarding only, at 1:1: there is no exchange rate to apply yet.
-        if to.asset_code != from.asset_code || to.asset_scale != from.asset_scale {
-            return Err(reject(
-                &self.node,
-                ErrorCode::F02_UNREACHABLE,
-                &format!(
-                    "no exchange rate from {}/{} to {}/{} for {destination}",
-                    from.asset_code, from.asset_scale, to.asset_code, to.asset_scale
-                ),
-                &[],
-            ));
-        }
         let to = to.clone();
         drop(directory);
         let original_amount = request.prepare.amount();
@@ -62,6 +49,7 @@ impl<O: OutgoingService> IncomingService for Router<O> {
                 to,
                 original_amount,
                 prepare: request.prepare,
+                conversion: None,
             })
             .await
     }
@@ -98,6 +86,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             deleted_at: None,
+            spread: None,
         }
     }
 
@@ -160,22 +149,6 @@ mod tests {
                 reject.message_str()
             );
         }
-        assert_eq!(next.count(), 0);
-    }
-
-    #[tokio::test]
-    async fn different_assets_are_not_forwarded() {
-        // Proves we never forward 1:1 between assets.
-        let next = Recorder::new(|| Ok(fulfill()));
-        let router = router(next.clone());
-        let request = IncomingRequest {
-            from: account(1, "alice"),
-            prepare: prepare("test.node.eur", 5, Duration::from_secs(5)),
-        };
-        assert_eq!(
-            router.handle_request(request).await.unwrap_err().code(),
-            ErrorCode::F02_UNREACHABLE
-        );
         assert_eq!(next.count(), 0);
     }
 }

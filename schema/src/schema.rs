@@ -20,6 +20,26 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        spread -> Nullable<Numeric>,
+    }
+}
+
+diesel::table! {
+    balance_conversions (id) {
+        id -> Int8,
+        reference -> Text,
+        from_account_id -> Int8,
+        to_account_id -> Int8,
+        from_asset_code -> Text,
+        from_asset_scale -> Int2,
+        to_asset_code -> Text,
+        to_asset_scale -> Int2,
+        rate -> Numeric,
+        spread -> Numeric,
+        source_amount -> Int8,
+        destination_amount -> Int8,
+        packet_count -> Int8,
+        created_at -> Timestamptz,
     }
 }
 
@@ -107,6 +127,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    rates (asset_code) {
+        asset_code -> Text,
+        rate -> Numeric,
+        source -> Text,
+        expires_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     routes (prefix) {
         prefix -> Text,
         account_id -> Int8,
@@ -168,6 +198,7 @@ diesel::joinable!(settlements -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
+    balance_conversions,
     balance_journal,
     balance_reservations,
     balances,
@@ -176,6 +207,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     incoming_settlements,
     ledger_accounts,
     ledgers,
+    rates,
     routes,
     settlement_claims,
     settlement_leftovers,

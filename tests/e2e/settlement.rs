@@ -148,6 +148,7 @@ async fn carol(conn: &mut AsyncPgConnection) -> i64 {
             outgoing_token: None,
             round_trip_time_ms: 500,
             claims_public_key: None,
+            spread: None,
         },
         Some(0),
     )

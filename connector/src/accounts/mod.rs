@@ -1,8 +1,8 @@
-//! Accounts, routes and ledgers, cached in memory so the packet path does no lookup query.
+//! Accounts, routes, ledgers and exchange rates, cached in memory so the packet path does no lookup query.
 //!
 //! A [`Directory`] is an immutable snapshot built from the database; [`SharedDirectory`]
 //! swaps in a new one whole. [`keep_directory_fresh`] reloads it when PostgreSQL says
-//! accounts, routes or ledgers changed (`LISTEN ilp_config`, fired by triggers on those
+//! accounts, routes, ledgers or rates changed (`LISTEN ilp_config`, fired by triggers on those
 //! tables), and every [`RELOAD_INTERVAL`] in case a notification was missed (e.g. across a
 //! reconnect). Ledgers are cached for `peer.settle`: its handler needs each ledger's kind
 //! and, for an RFC 38 ledger, the engine's URL.
@@ -19,11 +19,13 @@ use futures_util::StreamExt;
 use hyper::header::HeaderValue;
 use schema::models::account::{Account, Relation, list_live_accounts};
 use schema::models::ledger::{LedgerKind, LedgerOptions, list_ledger_options};
+use schema::models::rate::list_rates;
 use schema::models::route::{Route, list_routes};
 use schema::{DbError, DbPool, PoolConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::packet::Address;
+use crate::rates::RateTable;
 
 pub use routing_table::RoutingTable;
 
@@ -57,6 +59,8 @@ pub struct AccountInfo {
     pub round_trip_time: Duration,
     /// Ledger that settles it.
     pub ledger: Option<String>,
+    /// Spread kept when its packets are converted to another asset; `None`: the node's.
+    pub spread: Option<rust_decimal::Decimal>,
 }
 
 /// How to reach an account over ILP-over-HTTP.
@@ -123,6 +127,7 @@ impl AccountInfo {
                 u64::try_from(row.round_trip_time_ms).unwrap_or(0),
             ),
             ledger: row.ledger.clone(),
+            spread: row.spread,
         })
     }
 }
@@ -186,6 +191,7 @@ pub struct Directory {
     by_id: HashMap<i64, Arc<AccountInfo>>,
     routes: RoutingTable,
     ledgers: HashMap<String, Arc<LedgerInfo>>,
+    rates: RateTable,
 }
 
 impl Directory {
@@ -222,6 +228,16 @@ impl Directory {
             directory.ledgers.insert(info.name.clone(), Arc::new(info));
         }
         directory
+    }
+
+    /// The exchange rates.
+    pub fn rates(&self) -> &RateTable {
+        &self.rates
+    }
+
+    /// Replaces the exchange rates.
+    pub fn set_rates(&mut self, rates: RateTable) {
+        self.rates = rates;
     }
 
     /// The ledger named `name`.
@@ -296,7 +312,10 @@ pub async fn load_directory(
     let accounts = list_live_accounts(conn).await?;
     let routes = list_routes(conn).await?;
     let ledgers = list_ledger_options(conn).await?;
-    Ok(Directory::build(node, &accounts, &routes, &ledgers))
+    let rates = list_rates(conn).await?;
+    let mut directory = Directory::build(node, &accounts, &routes, &ledgers);
+    directory.set_rates(RateTable::from_rows(&rates));
+    Ok(directory)
 }
 
 async fn reload(pool: &DbPool, node: &Address, shared: &SharedDirectory) -> Result<(), DbError> {
@@ -306,6 +325,7 @@ async fn reload(pool: &DbPool, node: &Address, shared: &SharedDirectory) -> Resu
         accounts = directory.account_count(),
         routes = directory.route_count(),
         ledgers = directory.ledger_count(),
+        rates = directory.rates().len(),
         "directory reloaded"
     );
     shared.replace(directory);

@@ -22,6 +22,7 @@ use std::time::SystemTime;
 pub use escrow::Hold;
 
 use crate::packet::{Address, ErrorCode};
+use crate::rates::Conversion;
 use crate::service::{IlpResult, OutgoingRequest, OutgoingService, reject};
 
 /// Why a balance operation did not happen.
@@ -81,14 +82,15 @@ pub trait BalanceStore: Send + Sync + 'static {
         amount: i64,
     ) -> impl Future<Output = Result<Hold, BalanceError>> + Send;
     /// Posts a Fulfill durably: the hold becomes the sender's debit, the next hop `to` is
-    /// owed `credit` more. Retried while the database fails, until `deadline`. When this
-    /// returns `Ok`, the change survives a crash; it is applied exactly once. Ends the hold
-    /// whatever the outcome.
+    /// owed `credit` more (converted by `conversion`, which the books record). Retried while
+    /// the database fails, until `deadline`. When this returns `Ok`, the change survives a
+    /// crash; it is applied exactly once. Ends the hold whatever the outcome.
     fn post(
         &self,
         hold: Hold,
         to: i64,
         credit: i64,
+        conversion: Option<Conversion>,
         deadline: SystemTime,
     ) -> impl Future<Output = Result<(), BalanceError>> + Send;
     /// Ends a hold without moving money.
@@ -108,9 +110,10 @@ impl<S: BalanceStore> BalanceStore for Arc<S> {
         hold: Hold,
         to: i64,
         credit: i64,
+        conversion: Option<Conversion>,
         deadline: SystemTime,
     ) -> impl Future<Output = Result<(), BalanceError>> + Send {
-        (**self).post(hold, to, credit, deadline)
+        (**self).post(hold, to, credit, conversion, deadline)
     }
     fn release(&self, hold: Hold) {
         (**self).release(hold)
@@ -151,6 +154,7 @@ impl<S: BalanceStore, O: OutgoingService> OutgoingService for BalanceService<S, 
         let (from, to) = (request.from.id, request.to.id);
         let from_name = request.from.username.clone();
         let to_name = request.to.username.clone();
+        let conversion = request.conversion;
         // The incoming expiry: how long the sender still waits for our answer.
         let deadline = request.prepare.expires_at();
         let hold = match self.store.hold(from, debit).await {
@@ -158,7 +162,11 @@ impl<S: BalanceStore, O: OutgoingService> OutgoingService for BalanceService<S, 
             Err(err) => return Err(err.to_reject(&self.node, &from_name)),
         };
         match self.next.send_request(request).await {
-            Ok(fulfill) => match self.store.post(hold, to, credit, deadline).await {
+            Ok(fulfill) => match self
+                .store
+                .post(hold, to, credit, conversion, deadline)
+                .await
+            {
                 Ok(()) => {
                     // Amounts moved, per account (u64: both are non-negative).
                     metrics::counter!("ilp_amount_total", "account" => from_name, "direction" => "in")
@@ -216,6 +224,7 @@ mod tests {
             hold: Hold,
             to: i64,
             credit: i64,
+            _conversion: Option<Conversion>,
             _deadline: SystemTime,
         ) -> Result<(), BalanceError> {
             let mut rows = self.rows.lock().unwrap();
@@ -244,6 +253,7 @@ mod tests {
             to: account(2, "bob"),
             original_amount: amount,
             prepare: prepare("test.node.bob", amount, Duration::from_secs(5)),
+            conversion: None,
         }
     }
 

@@ -20,8 +20,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rust_decimal::Decimal;
 use schema::PoolConfig;
-use schema::models::balance_batch::{AccountMove, BalanceBatch, BalanceConnection, BatchError};
+use schema::models::balance_batch::{
+    AccountMove, BalanceBatch, BalanceConnection, BatchError, ConversionMove,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +32,10 @@ use uuid::Uuid;
 
 use super::escrow::{Escrow, Hold, TryHold};
 use super::{BalanceError, BalanceStore};
+use crate::rates::Conversion;
+
+/// Conversions are summed per sender, next hop, rate and spread.
+type ConversionKey = (i64, i64, Decimal, Decimal);
 
 /// Most operations applied in one transaction.
 pub const MAX_BATCH_OPS: usize = 4096;
@@ -53,6 +60,8 @@ enum Op {
         hold: Hold,
         to: i64,
         credit: i64,
+        /// The rate and spread that made `credit` from the hold's amount, for the books.
+        conversion: Option<Conversion>,
         deadline: Instant,
         /// Taken when the caller is answered (possibly before the fate is known: expiry).
         reply: Option<Reply<()>>,
@@ -136,6 +145,7 @@ impl BalanceStore for PgBalanceStore {
         hold: Hold,
         to: i64,
         credit: i64,
+        conversion: Option<Conversion>,
         deadline: SystemTime,
     ) -> Result<(), BalanceError> {
         let left = deadline
@@ -146,6 +156,7 @@ impl BalanceStore for PgBalanceStore {
             hold,
             to,
             credit,
+            conversion,
             deadline: Instant::now() + left,
             reply: Some(reply),
         };
@@ -398,9 +409,9 @@ impl Writer {
                 waiting.extend(ops);
                 continue;
             }
-            let (batch, ops, deferred) = self.build(ops);
+            let (batch, conversions, ops, deferred) = self.build(ops);
             waiting.extend(deferred);
-            if batch.values().all(AccountMove::is_empty) {
+            if batch.values().all(AccountMove::is_empty) && conversions.is_empty() {
                 waiting.extend(self.answer_committed(ops));
                 continue;
             }
@@ -410,7 +421,9 @@ impl Writer {
             };
             let batch_id = Uuid::new_v4();
             let started = std::time::Instant::now();
-            let outcome = conn.apply(self.instance, batch_id, &batch).await;
+            let outcome = conn
+                .apply(self.instance, batch_id, &batch, &conversions)
+                .await;
             metrics::histogram!("ilp_balance_batch_ops").record(ops.len() as f64);
             metrics::histogram!("ilp_balance_commit_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -472,18 +485,39 @@ impl Writer {
         waiting
     }
 
-    /// Sums `ops` per account with checked arithmetic. Returns the batch, the ops in it and
-    /// the ops that would have overflowed its sums (for the next batch).
-    fn build(&self, ops: Vec<Op>) -> (BalanceBatch, Vec<Op>, Vec<Op>) {
+    /// Sums `ops` per account (and conversions per sender, next hop and rate) with checked
+    /// arithmetic. Returns the batch, its conversions, the ops in it and the ops that would
+    /// have overflowed its sums (for the next batch).
+    fn build(&self, ops: Vec<Op>) -> (BalanceBatch, Vec<ConversionMove>, Vec<Op>, Vec<Op>) {
         let mut batch = BalanceBatch::new();
+        let mut conversions: BTreeMap<ConversionKey, (i64, i64, i64)> = BTreeMap::new();
         let mut waiting: BTreeMap<i64, i64> = BTreeMap::new();
         let mut included = Vec::with_capacity(ops.len());
         let mut deferred = Vec::new();
         for op in ops {
             let fits = match &op {
                 Op::Post {
-                    hold, to, credit, ..
+                    hold,
+                    to,
+                    credit,
+                    conversion,
+                    ..
                 } => {
+                    let key = conversion.map(|c| (hold.account, *to, c.rate, c.spread));
+                    let converted = match key {
+                        None => None,
+                        Some(key) => {
+                            let (source, destination, packets) =
+                                conversions.get(&key).copied().unwrap_or_default();
+                            match (
+                                source.checked_add(hold.amount),
+                                destination.checked_add(*credit),
+                            ) {
+                                (Some(s), Some(d)) => Some(Some((key, (s, d, packets + 1)))),
+                                _ => Some(None),
+                            }
+                        }
+                    };
                     let from = batch.get(&hold.account).copied().unwrap_or_default();
                     let consumed = if hold.reserved { hold.amount } else { 0 };
                     let from = from.delta.checked_sub(hold.amount).and_then(|delta| {
@@ -506,10 +540,14 @@ impl Writer {
                             ..to
                         })
                     });
-                    match (from, to_move) {
-                        (Some(from), Some(to_move)) => {
+                    match (from, to_move, converted) {
+                        (_, _, Some(None)) => false,
+                        (Some(from), Some(to_move), converted) => {
                             batch.insert(hold.account, from);
                             batch.insert(*to, to_move);
+                            if let Some(Some((key, sums))) = converted {
+                                conversions.insert(key, sums);
+                            }
                             true
                         }
                         _ => false,
@@ -551,7 +589,21 @@ impl Writer {
                 entry.want = top_up.want;
             }
         }
-        (batch, included, deferred)
+        let conversions = conversions
+            .into_iter()
+            .map(
+                |((from, to, rate, spread), (source, destination, packets))| ConversionMove {
+                    from,
+                    to,
+                    rate,
+                    spread,
+                    source,
+                    destination,
+                    packets,
+                },
+            )
+            .collect();
+        (batch, conversions, included, deferred)
     }
 
     /// Answers the ops of a committed batch: posts are recorded, waiting Prepares are held

@@ -96,9 +96,12 @@ pub struct AccountSettings {
     /// The peer's ed25519 public key for signed claims, 64 hex digits (empty: none).
     #[arg(long)]
     claims_public_key: Option<String>,
+    /// Spread kept when this account's packets are converted to another asset, a fraction
+    /// such as 0.002 (empty: the node's `rates.spread`).
+    #[arg(long)]
+    spread: Option<String>,
 }
 
-/// `ilp-connector routes ...`
 /// Asset codes: letters and digits, 1 to 16 (the database checks the same).
 fn validate_asset_code(code: &str) -> anyhow::Result<()> {
     if code.is_empty() || code.len() > 16 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -195,7 +198,13 @@ impl AccountSettings {
             Some(ms) => Some(i32::try_from(ms).context("--round-trip-time-ms")?),
             None => None,
         };
+        let spread = match self.spread.as_deref() {
+            None => None,
+            Some("") => Some(None),
+            Some(text) => Some(Some(super::rates::parse_spread("--spread", text)?)),
+        };
         let changes = AccountChanges {
+            spread,
             ilp_address: optional_text(&self.ilp_address),
             relation: None,
             max_packet_amount: parse_optional_amount(
@@ -245,6 +254,7 @@ fn account_json(
         "outgoing_token_set": account.outgoing_token.is_some(),
         "round_trip_time_ms": account.round_trip_time_ms,
         "claims_public_key": account.claims_public_key.as_ref().map(hex::encode),
+        "spread": account.spread.map(|s| s.to_string()),
         "created_at": account.created_at.to_rfc3339(),
         "updated_at": account.updated_at.to_rfc3339(),
     })
@@ -391,6 +401,7 @@ async fn add(
         outgoing_token: outgoing_token.as_deref(),
         round_trip_time_ms: changes.round_trip_time_ms.unwrap_or(500),
         claims_public_key: claims_key.as_deref(),
+        spread: changes.spread.flatten(),
     };
     if let (Some(threshold), to) = (new.settle_threshold, new.settle_to)
         && to > threshold
@@ -489,6 +500,7 @@ async fn update(
         && changes.outgoing_token.is_none()
         && changes.round_trip_time_ms.is_none()
         && changes.claims_public_key.is_none()
+        && changes.spread.is_none()
         && credit_limit.is_none();
     if nothing {
         bail!("nothing to update: give at least one setting");

@@ -1,18 +1,21 @@
-//! The operator CLI: `ilp-connector accounts|routes|balances`, working directly on the database.
+//! The operator CLI: `ilp-connector accounts|routes|rates|balances`, working directly on the database.
 //!
 //! Every command validates its input before touching the database, so bad input changes
 //! nothing; each prints a table, or JSON with `--json`.
 //!
 //! - [`accounts`]: `accounts add|list|show|update|remove`.
 //! - [`routes`]: `routes add|list|remove`, the static routes.
+//! - [`rates`]: `rates set|list|remove`, the exchange rates.
 //! - [`balances`]: `balances` and `balances --watch`.
 
 pub mod accounts;
 pub mod balances;
+pub mod rates;
 pub mod routes;
 
 pub use accounts::{AccountsCommand, run_accounts};
 pub use balances::{run_balances, watch_balances};
+pub use rates::{RatesCommand, run_rates};
 pub use routes::{RoutesCommand, run_routes};
 
 use anyhow::bail;
@@ -38,7 +41,7 @@ fn db_refusal(err: DbError, what: &str) -> anyhow::Error {
     }
 }
 
-/// Runs an `accounts` command.
+/// The live account named `username`, with a clear error when there is none.
 async fn find(conn: &mut AsyncPgConnection, username: &str) -> anyhow::Result<Account> {
     validate_username(username)?;
     account::find_account_by_username(conn, username)
@@ -49,7 +52,6 @@ async fn find(conn: &mut AsyncPgConnection, username: &str) -> anyhow::Result<Ac
         })
 }
 
-/// Runs a `routes` command.
 /// Usernames: one ILP address segment of at most 64 bytes.
 fn validate_username(username: &str) -> anyhow::Result<()> {
     let ok = !username.is_empty()
@@ -69,7 +71,6 @@ fn parse_address(address: &str) -> anyhow::Result<String> {
     Ok(address.to_owned())
 }
 
-/// "" → `Some(None)` (clear), a non-negative integer → `Some(Some(n))`.
 /// SHA-256 of an incoming bearer token: all we keep of it.
 pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()

@@ -65,6 +65,7 @@ mod tests {
             to: account(2, "bob"),
             original_amount: 10,
             prepare: prepare("test.node.bob", 10, expires_in),
+            conversion: None,
         }
     }
 

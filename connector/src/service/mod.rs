@@ -39,6 +39,8 @@ pub struct OutgoingRequest {
     pub original_amount: u64,
     /// The packet to send; amount and expiry as rewritten so far.
     pub prepare: Prepare,
+    /// The conversion that took `original_amount` to the Prepare's amount, if any.
+    pub conversion: Option<crate::rates::Conversion>,
 }
 
 /// One link of the incoming chain. Every failure becomes a `Reject`.
@@ -132,6 +134,7 @@ pub(crate) mod testing {
             outgoing: None,
             round_trip_time: Duration::from_millis(500),
             ledger: None,
+            spread: None,
         })
     }
 

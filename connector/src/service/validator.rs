@@ -200,6 +200,7 @@ mod tests {
             to: account(2, "bob"),
             original_amount: 10,
             prepare: prepare("test.node.bob", 10, Duration::from_secs(5)),
+            conversion: None,
         };
         let reject = service.send_request(request).await.unwrap_err();
         assert_eq!(reject.code(), ErrorCode::F05_WRONG_CONDITION);
@@ -220,6 +221,7 @@ mod tests {
             to: account(2, "bob"),
             original_amount: 10,
             prepare: prepare("test.node.bob", 10, Duration::from_secs(3)),
+            conversion: None,
         };
         let started = tokio::time::Instant::now();
         let reject = service.send_request(request).await.unwrap_err();

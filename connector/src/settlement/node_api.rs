@@ -343,6 +343,7 @@ async fn relay_message<O: OutgoingService>(
         to: to.clone(),
         original_amount: 0,
         prepare,
+        conversion: None,
     };
     match tokio::time::timeout(MESSAGE_EXPIRY, state.outgoing.send_request(outgoing)).await {
         // RFC 38: a relayed message is answered 201 with the peer engine's reply.

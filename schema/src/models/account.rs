@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use rust_decimal::Decimal;
 
 use crate::DbError;
 pub use crate::enums::Relation;
@@ -48,6 +49,9 @@ pub struct Account {
     pub updated_at: DateTime<Utc>,
     /// When it was removed; removed accounts keep their history.
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Spread kept when this account's packets are converted to another asset (a fraction
+    /// below 1); `None`: the node's.
+    pub spread: Option<Decimal>,
 }
 
 /// A new account.
@@ -82,6 +86,8 @@ pub struct NewAccount<'a> {
     pub round_trip_time_ms: i32,
     /// See [`Account::claims_public_key`].
     pub claims_public_key: Option<&'a [u8]>,
+    /// See [`Account::spread`].
+    pub spread: Option<Decimal>,
 }
 
 /// Changes to an account: `None` leaves a column as it is; `Some(None)` clears a nullable one.
@@ -110,6 +116,8 @@ pub struct AccountChanges {
     pub round_trip_time_ms: Option<i32>,
     /// New claims public key.
     pub claims_public_key: Option<Option<Vec<u8>>>,
+    /// New spread.
+    pub spread: Option<Option<Decimal>>,
 }
 
 /// Inserts an account and its balance row (balance 0, the given credit limit), atomically.

@@ -10,7 +10,8 @@
 //!    swept); it is also the first lock taken, the same order the sweeper uses;
 //! 3. the balance rows of the batch locked in account-id order, so replicas never deadlock;
 //! 4. the changes (balances, journal, this instance's reservations), only if the fence holds;
-//! 5. `COMMIT`, durable (`synchronous_commit` on).
+//! 5. when packets were converted between assets, their `balance_conversions` rows, likewise;
+//! 6. `COMMIT`, durable (`synchronous_commit` on).
 //!
 //! When the answer is lost (connection cut, PostgreSQL killed during the commit),
 //! [`BalanceConnection::batch_committed`] waits for that transaction to end and reads the
@@ -19,6 +20,7 @@
 
 use std::collections::BTreeMap;
 
+use rust_decimal::Decimal;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{SimpleQueryMessage, SimpleQueryRow};
 use uuid::Uuid;
@@ -52,6 +54,26 @@ impl AccountMove {
 
 /// One batch: moves keyed (and so sorted) by account id.
 pub type BalanceBatch = BTreeMap<i64, AccountMove>;
+
+/// What one batch converted from one account's asset to another's at one rate: a row of
+/// `balance_conversions`, written in the batch's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConversionMove {
+    /// The sender.
+    pub from: i64,
+    /// The next hop.
+    pub to: i64,
+    /// Mid rate: destination whole units per source whole unit.
+    pub rate: Decimal,
+    /// Fraction kept.
+    pub spread: Decimal,
+    /// Debited from the sender, its base units.
+    pub source: i64,
+    /// Credited to the next hop, its base units.
+    pub destination: i64,
+    /// Fulfills converted.
+    pub packets: i64,
+}
 
 /// An account after a committed batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +152,17 @@ SELECT m.account_id, m.balance, m.unlimited, \
        coalesce(s.amount, f.amount, (SELECT r.amount FROM balance_reservations r \
                 WHERE r.instance_id = $1::text::uuid AND r.account_id = m.account_id), 0) AS reserved \
 FROM moved m LEFT JOIN share s USING (account_id) LEFT JOIN fresh f USING (account_id)";
+
+/// Records the batch's conversions, only if the fence holds this batch (like `APPLY`).
+const CONVERT: &str = "\
+INSERT INTO balance_conversions (reference, from_account_id, to_account_id, from_asset_code, from_asset_scale, \
+                                 to_asset_code, to_asset_scale, rate, spread, source_amount, destination_amount, packet_count) \
+SELECT $2, v.from_id, v.to_id, f.asset_code, f.asset_scale, t.asset_code, t.asset_scale, \
+       v.rate, v.spread, v.source, v.destination, v.packets \
+FROM unnest($3::int8[], $4::int8[], $5::numeric[], $6::numeric[], $7::int8[], $8::int8[], $9::int8[]) \
+     AS v(from_id, to_id, rate, spread, source, destination, packets) \
+JOIN accounts f ON f.id = v.from_id JOIN accounts t ON t.id = v.to_id \
+WHERE EXISTS (SELECT 1 FROM connector_instances WHERE id = $1::text::uuid AND last_batch_id = $2::text::uuid)";
 
 /// Waits for any transaction still holding this instance's row (a batch whose answer was
 /// lost) to end, then reads the fence.
@@ -243,7 +276,8 @@ impl BalanceConnection {
                 .batch_execute(&format!(
                     "PREPARE ilp_fence(text, text) AS {FENCE}; \
                      PREPARE ilp_lock(int8[]) AS {LOCK}; \
-                     PREPARE ilp_apply(text, text, int8[], int8[], int8[], int8[], int8[], int8[], int8[]) AS {APPLY}"
+                     PREPARE ilp_apply(text, text, int8[], int8[], int8[], int8[], int8[], int8[], int8[]) AS {APPLY}; \
+                     PREPARE ilp_convert(text, text, int8[], int8[], numeric[], numeric[], int8[], int8[], int8[]) AS {CONVERT}"
                 ))
                 .await
                 .map_err(unavailable)?;
@@ -265,13 +299,15 @@ impl BalanceConnection {
         self.client.is_closed()
     }
 
-    /// Applies `batch` in one durable transaction under the identity `batch_id` and returns
-    /// the state of every account it touched. Empty moves are skipped.
+    /// Applies `batch` and records `conversions` in one durable transaction under the
+    /// identity `batch_id` and returns the state of every account it touched. Empty moves
+    /// are skipped.
     pub async fn apply(
         &self,
         instance: Uuid,
         batch_id: Uuid,
         batch: &BalanceBatch,
+        conversions: &[ConversionMove],
     ) -> Result<Vec<AccountState>, BatchError> {
         let moves: Vec<(i64, &AccountMove)> = batch
             .iter()
@@ -284,9 +320,29 @@ impl BalanceConnection {
         };
         let ids = array(|(id, _)| *id);
         let (i, b) = (instance, batch_id);
+        let convert = if conversions.is_empty() {
+            String::new()
+        } else {
+            // Decimals print as plain digits and a point; nothing else reaches the text.
+            let column = |f: &dyn Fn(&ConversionMove) -> String| {
+                let items: Vec<String> = conversions.iter().map(f).collect();
+                format!("'{{{}}}'", items.join(","))
+            };
+            format!(
+                "EXECUTE ilp_convert('{instance}', '{batch_id}', {}, {}, {}, {}, {}, {}, {}); ",
+                column(&|c| c.from.to_string()),
+                column(&|c| c.to.to_string()),
+                column(&|c| c.rate.to_string()),
+                column(&|c| c.spread.to_string()),
+                column(&|c| c.source.to_string()),
+                column(&|c| c.destination.to_string()),
+                column(&|c| c.packets.to_string()),
+            )
+        };
+        let statements = if conversions.is_empty() { 5 } else { 6 };
         let sql = format!(
             "BEGIN; EXECUTE ilp_fence('{i}', '{b}'); EXECUTE ilp_lock({ids}); \
-             EXECUTE ilp_apply('{i}', '{b}', {ids}, {}, {}, {}, {}, {}, {}); COMMIT",
+             EXECUTE ilp_apply('{i}', '{b}', {ids}, {}, {}, {}, {}, {}, {}); {convert}COMMIT",
             array(|(_, m)| m.delta),
             array(|(_, m)| m.consumed),
             array(|(_, m)| m.packets),
@@ -307,8 +363,8 @@ impl BalanceConnection {
                 return Err(error);
             }
         };
-        // Statements complete in order: BEGIN, fence, lock, apply, COMMIT. The apply's rows
-        // come after the third completion.
+        // Statements complete in order: BEGIN, fence, lock, apply, [convert,] COMMIT. The
+        // apply's rows come after the third completion.
         let mut completed = 0;
         let mut fenced = 0;
         let mut states = Vec::with_capacity(moves.len());
@@ -329,9 +385,9 @@ impl BalanceConnection {
                 _ => {}
             }
         }
-        if completed != 5 {
+        if completed != statements {
             return Err(BatchError::InDoubt(format!(
-                "batch answered {completed} of 5 statements"
+                "batch answered {completed} of {statements} statements"
             )));
         }
         if fenced == 0 {

@@ -43,7 +43,12 @@ async fn apply(
     moves: &[(i64, AccountMove)],
 ) -> Vec<AccountState> {
     writer
-        .apply(instance, Uuid::new_v4(), &moves.iter().copied().collect())
+        .apply(
+            instance,
+            Uuid::new_v4(),
+            &moves.iter().copied().collect(),
+            &[],
+        )
         .await
         .expect("applying a batch")
 }
@@ -215,7 +220,12 @@ async fn absurd_amounts_neither_overflow_nor_break_the_batch_sql() {
     };
     apply(&w, me, &[(bob, huge)]).await;
     let again = w
-        .apply(me, Uuid::new_v4(), &[(bob, huge)].into_iter().collect())
+        .apply(
+            me,
+            Uuid::new_v4(),
+            &[(bob, huge)].into_iter().collect(),
+            &[],
+        )
         .await;
     assert!(matches!(again, Err(BatchError::Refused(_))), "{again:?}");
     assert_eq!(find_balance(conn, bob).await.unwrap().balance, i64::MAX);
@@ -255,7 +265,10 @@ async fn concurrent_top_ups_from_two_instances_never_overdraw() {
                     );
                     batch.insert(bob, to);
                 }
-                let states = w.apply(instance, Uuid::new_v4(), &batch).await.unwrap();
+                let states = w
+                    .apply(instance, Uuid::new_v4(), &batch, &[])
+                    .await
+                    .unwrap();
                 reserved = states[0].reserved;
             }
         }
@@ -318,6 +331,7 @@ async fn sweeper_gives_back_the_reservations_of_silent_instances_only() {
             dead,
             Uuid::new_v4(),
             &[(alice, from), (bob, to)].into_iter().collect(),
+            &[],
         )
         .await;
     assert!(matches!(late, Err(BatchError::InstanceSwept(id)) if id == dead));
@@ -382,6 +396,7 @@ async fn a_committed_batch_is_recognised_after_the_fact() {
         me,
         batch_id,
         &[(alice, from), (bob, to)].into_iter().collect(),
+        &[],
     )
     .await
     .unwrap();

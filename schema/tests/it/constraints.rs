@@ -23,6 +23,7 @@ pub fn new_account<'a>(username: &'a str, token_hash: &'a [u8]) -> NewAccount<'a
         outgoing_token: None,
         round_trip_time_ms: 500,
         claims_public_key: None,
+        spread: None,
     }
 }
 

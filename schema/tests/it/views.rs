@@ -84,6 +84,7 @@ fn account<'a>(
         outgoing_token: None,
         round_trip_time_ms: 500,
         claims_public_key: None,
+        spread: None,
     }
 }
 

@@ -70,6 +70,7 @@ async fn peer_account(
             outgoing_token: Some("to-bob"),
             round_trip_time_ms: 500,
             claims_public_key: public_key,
+            spread: None,
         },
         Some(0),
     )

@@ -175,6 +175,7 @@ pub async fn funded_account(
             outgoing_token: None,
             round_trip_time_ms: 500,
             claims_public_key: None,
+            spread: None,
         },
         Some(0),
     )
