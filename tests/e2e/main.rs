@@ -3,6 +3,7 @@
 
 mod balances;
 mod database_faults;
+mod exchange;
 mod operations;
 mod packet_path;
 mod settle_api;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use connector::packet::Packet;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use e2e::{
-    Behaviour, Node, Receiver, SettlementWorker, add_child, cli, free_port, run_traffic,
+    Behaviour, Node, Receiver, SettlementWorker, add_child, cli, free_port, js_dir, run_traffic,
     send_prepare, wait_for,
 };
 use schema::test_db::TestDb;
@@ -32,17 +32,6 @@ use schema::test_db::TestDb;
 const WITHIN: Duration = Duration::from_secs(60);
 /// Each side's peer account is settled once we owe it this much (cents), down to 0.
 const THRESHOLD: i64 = 500;
-
-/// The npm packages' directory, `tests/js`.
-fn js_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
-    assert!(
-        dir.join("node_modules/ilp-settlement-core").exists(),
-        "{}/node_modules is missing: run scripts/js.sh (scripts/test.sh does)",
-        dir.display()
-    );
-    dir
-}
 
 /// A running `node tests/js/stock-engine.js`; its framework log (`DEBUG=settlement-core`)
 /// goes to `log`.
@@ -81,7 +70,7 @@ impl StockEngine {
             .unwrap();
         let child = Command::new("node")
             .arg("stock-engine.js")
-            .current_dir(js_dir())
+            .current_dir(js_dir("ilp-settlement-core"))
             .env("ENGINE_PORT", self.port.to_string())
             .env("CONNECTOR_URL", &self.connector_url)
             .env("LEDGER_FILE", &self.ledger)

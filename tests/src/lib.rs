@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -447,6 +447,18 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
         .expect("reading the body")
         .to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The npm packages' directory, `tests/js`, checked to hold `package` (`scripts/js.sh`
+/// installs them; `scripts/test.sh` runs it).
+pub fn js_dir(package: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
+    assert!(
+        dir.join("node_modules").join(package).exists(),
+        "{}/node_modules/{package} is missing: run scripts/js.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
 }
 
 /// Adds `alice`, a child in USD cents that sends with token `alice-token` and may owe us

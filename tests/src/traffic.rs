@@ -31,6 +31,7 @@ pub struct Receiver {
     /// Its address.
     pub addr: SocketAddr,
     received: Arc<AtomicU64>,
+    amount: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,14 +43,15 @@ impl Receiver {
             .expect("binding the receiver");
         let addr = listener.local_addr().expect("receiver address");
         let received = Arc::new(AtomicU64::new(0));
-        let counter = received.clone();
+        let amount = Arc::new(AtomicU64::new(0));
+        let (counter, sum) = (received.clone(), amount.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let counter = counter.clone();
+                let (counter, sum) = (counter.clone(), sum.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |request: Request<hyper::body::Incoming>| {
-                            let counter = counter.clone();
+                            let (counter, sum) = (counter.clone(), sum.clone());
                             async move {
                                 let body = request
                                     .into_body()
@@ -57,8 +59,9 @@ impl Receiver {
                                     .await
                                     .map(|b| b.to_bytes())
                                     .unwrap_or_default();
-                                if Prepare::try_from(BytesMut::from(&body[..])).is_ok() {
+                                if let Ok(prepare) = Prepare::try_from(BytesMut::from(&body[..])) {
                                     counter.fetch_add(1, Ordering::SeqCst);
+                                    sum.fetch_add(prepare.amount(), Ordering::SeqCst);
                                 }
                                 let fulfillment = match behaviour {
                                     Behaviour::Fulfill => FULFILLMENT,
@@ -91,6 +94,7 @@ impl Receiver {
         Receiver {
             addr,
             received,
+            amount,
             task,
         }
     }
@@ -103,6 +107,11 @@ impl Receiver {
     /// Prepares received so far.
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::SeqCst)
+    }
+
+    /// Sum of the amounts of the Prepares received so far (fulfilled or not).
+    pub fn amount(&self) -> u64 {
+        self.amount.load(Ordering::SeqCst)
     }
 }
 

@@ -456,3 +456,115 @@ async fn tokio_postgres_client(db: &TestDb) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+#[tokio::test]
+async fn conversions_are_recorded_with_their_batch_and_explained_by_the_view() {
+    // Proves a batch's conversions are written in its transaction (once, with the assets of
+    // both accounts), that a batch the fence refuses writes none, and that the view's gain is
+    // what the senders paid at the mid rate minus what the next hops got.
+    use rust_decimal::Decimal;
+    use schema::models::balance_batch::ConversionMove;
+    use std::str::FromStr;
+    let db = TestDb::new().await;
+    let conn = &mut db.connect().await;
+    let w = writer(&db).await;
+    let alice = account(conn, "alice", 1, None).await;
+    let mut eur = new_account("eur", &[2; 32]);
+    eur.asset_code = "EUR";
+    eur.asset_scale = 6;
+    let bob = insert_account(conn, &eur, Some(0)).await.unwrap().id;
+    let me = register_instance(conn, "test").await.unwrap();
+    // alice (USD/2) paid 1000 (10 USD); at 0.5 EUR per USD with 1 % spread bob got 4.95 EUR.
+    let conversion = ConversionMove {
+        from: alice,
+        to: bob,
+        rate: Decimal::from_str("0.5").unwrap(),
+        spread: Decimal::from_str("0.01").unwrap(),
+        source: 1000,
+        destination: 4_950_000,
+        packets: 3,
+    };
+    let moves: BalanceBatch = [
+        (
+            alice,
+            AccountMove {
+                delta: -1000,
+                packets: 3,
+                ..Default::default()
+            },
+        ),
+        (
+            bob,
+            AccountMove {
+                delta: 4_950_000,
+                packets: 3,
+                ..Default::default()
+            },
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let batch_id = Uuid::new_v4();
+    w.apply(me, batch_id, &moves, &[conversion]).await.unwrap();
+    let stranger = Uuid::new_v4();
+    assert_eq!(
+        w.apply(stranger, Uuid::new_v4(), &moves, &[conversion])
+            .await,
+        Err(BatchError::InstanceSwept(stranger))
+    );
+
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        reference: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        pair: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        source_amount: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        destination_amount: i64,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT reference, from_asset_code || '/' || from_asset_scale || '>' || to_asset_code || '/' || to_asset_scale AS pair, \
+         source_amount, destination_amount FROM balance_conversions",
+    )
+    .load(conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![Row {
+            reference: batch_id.to_string(),
+            pair: "USD/2>EUR/6".into(),
+            source_amount: 1000,
+            destination_amount: 4_950_000,
+        }]
+    );
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Gain {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        value: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        gain: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        packets: i64,
+    }
+    let gain: Gain = diesel::sql_query(
+        "SELECT round(value_whole, 6)::text AS value, round(gain_whole, 6)::text AS gain, packets \
+         FROM dashboard_conversions WHERE from_asset_code = 'USD' AND to_asset_code = 'EUR'",
+    )
+    .get_result(conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        gain,
+        Gain {
+            value: "5.000000".into(),
+            gain: "0.050000".into(),
+            packets: 3
+        }
+    );
+    for (id, balance) in [(alice, -1000), (bob, 4_950_000)] {
+        assert_eq!(sum_journal(conn, id).await.unwrap(), balance);
+    }
+}
