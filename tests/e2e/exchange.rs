@@ -360,6 +360,17 @@ async fn a_js_stream_payment_from_usd_to_eur_delivers_what_the_rate_says() {
     let receiver_url = format!("http://127.0.0.1:{receiver_port}");
     add(&url, "alice", "USD", "9", "", Some(&sender_url));
     add(&url, "bob", "EUR", "6", "", Some(&receiver_url));
+    // At most 0.7 USD per packet: the sender learns it from our F08 and splits the payment.
+    cli(
+        &url,
+        &[
+            "accounts",
+            "update",
+            "alice",
+            "--max-packet-amount",
+            "700000001",
+        ],
+    );
     cli(&url, &["rates", "set", "USD", "1"]);
     cli(&url, &["rates", "set", "EUR", "2"]);
     let node = Node::start_on(
@@ -420,5 +431,8 @@ async fn a_js_stream_payment_from_usd_to_eur_delivers_what_the_rate_says() {
         destination <= whole && destination > whole - packets,
         "{destination} of {whole} in {packets} packets"
     );
-    assert!(packets > 0);
+    assert!(
+        packets >= 15,
+        "{packets} packets for 10 USD at 0.7 USD per packet"
+    );
 }
