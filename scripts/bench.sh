@@ -15,7 +15,9 @@
 # route example.bob -> bob. Everything stays on 127.0.0.1. Prints one row per concurrency
 # with CPU per fulfilled packet of each process; raw outputs go to out/bench/ (git-ignored).
 # Settings: CONCURRENCIES="1 16 64" DURATION=10 WARMUP=1 AMOUNT=10 LABEL=<mode>; CREDIT_LIMIT=N
-# gives alice a credit limit, so her Prepares are held against durable reservations.
+# gives alice a credit limit, so her Prepares are held against durable reservations; FX=1
+# puts a conversion on the path: bob's asset is ABC (rates XYZ 1, ABC 0.5, spread 0.002), so
+# each 10 XYZ units reach the sink as 19 ABC units.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -83,7 +85,14 @@ connector)
     bin=target/release/ilp-connector
     $bin migrate >/dev/null
     $bin accounts add alice --asset-code XYZ --asset-scale 9 --relation child --incoming-token alice-token --credit-limit "${CREDIT_LIMIT:-}" >/dev/null
-    $bin accounts add bob --asset-code XYZ --asset-scale 9 --relation child --outgoing-url "http://127.0.0.1:$sink_port/ilp" --outgoing-token bob-secret >/dev/null
+    bob_asset=XYZ
+    if [ "${FX:-0}" = 1 ]; then
+        bob_asset=ABC
+        $bin rates set XYZ 1 >/dev/null
+        $bin rates set ABC 0.5 >/dev/null
+        export ILP_CONNECTOR_RATES__SPREAD=0.002
+    fi
+    $bin accounts add bob --asset-code "$bob_asset" --asset-scale 9 --relation child --outgoing-url "http://127.0.0.1:$sink_port/ilp" --outgoing-token bob-secret >/dev/null
     $bin routes add example.bob bob >/dev/null
     url=http://$listen/ilp token=alice-token
     ;;
