@@ -400,4 +400,50 @@ mod tests {
         let config = with_api(Some("127.0.0.1:7771"), Some("very-secret-token"));
         assert!(!format!("{config:?}").contains("very-secret-token"));
     }
+
+    #[test]
+    fn rates_settings_are_read_as_decimals_and_checked() {
+        // Proves the spread is read exactly from a TOML string or number, absurd spreads and
+        // provider settings are refused naming their key, and a provider needs an http URL.
+        for (toml, expected) in [
+            ("spread = \"0.002\"", "0.002"),
+            ("spread = 0.25", "0.25"),
+            ("spread = 0", "0"),
+        ] {
+            let rates: RatesConfig = toml_rates(toml);
+            assert_eq!(rates.spread().unwrap().to_string(), expected);
+        }
+        for bad in ["spread = \"1\"", "spread = -0.1", "spread = \"x\""] {
+            let err = toml_rates(bad).spread().unwrap_err();
+            assert!(err.to_string().starts_with("rates.spread:"), "{err}");
+        }
+        let provider = |extra: &str| toml_rates(&format!("spread = 0\n{extra}")).provider();
+        assert!(provider("").unwrap().is_none());
+        let ok = provider("provider = \"json\"\nurl = \"http://127.0.0.1:1/r\"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (ok.poll_interval.as_secs(), ok.max_age.as_secs()),
+            (60, 300)
+        );
+        for (bad, key) in [
+            ("provider = \"json\"", "rates.url:"),
+            ("provider = \"json\"\nurl = \"https://x/r\"", "rates.url:"),
+            ("url = \"http://x/r\"", "rates.url:"),
+            (
+                "provider = \"json\"\nurl = \"http://x/r\"\nmax_age_secs = 5\npoll_interval_secs = 10",
+                "rates.max_age_secs:",
+            ),
+        ] {
+            let err = provider(bad).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{bad}: {err}");
+        }
+    }
+
+    fn toml_rates(toml: &str) -> RatesConfig {
+        Figment::from(Serialized::defaults(RatesConfig::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .unwrap()
+    }
 }

@@ -41,7 +41,6 @@ CREATE TABLE balance_conversions (
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
-CREATE INDEX balance_conversions_reference_idx ON balance_conversions (reference);
 
 CREATE TRIGGER balance_conversions_append_only
     BEFORE UPDATE OR DELETE ON balance_conversions

@@ -9,9 +9,9 @@
 //! 2. the fence: this instance's row records the batch id (and fails if the instance was
 //!    swept); it is also the first lock taken, the same order the sweeper uses;
 //! 3. the balance rows of the batch locked in account-id order, so replicas never deadlock;
-//! 4. the changes (balances, journal, this instance's reservations), only if the fence holds;
-//! 5. when packets were converted between assets, their `balance_conversions` rows, likewise;
-//! 6. `COMMIT`, durable (`synchronous_commit` on).
+//! 4. the changes (balances, journal, this instance's reservations, and the
+//!    `balance_conversions` rows of packets converted between assets), only if the fence holds;
+//! 5. `COMMIT`, durable (`synchronous_commit` on).
 //!
 //! When the answer is lost (connection cut, PostgreSQL killed during the commit),
 //! [`BalanceConnection::batch_committed`] waits for that transaction to end and reads the
@@ -153,16 +153,19 @@ SELECT m.account_id, m.balance, m.unlimited, \
                 WHERE r.instance_id = $1::text::uuid AND r.account_id = m.account_id), 0) AS reserved \
 FROM moved m LEFT JOIN share s USING (account_id) LEFT JOIN fresh f USING (account_id)";
 
-/// Records the batch's conversions, only if the fence holds this batch (like `APPLY`).
+/// The batch's conversions (`$10` to `$16`), recorded only if the fence holds this batch: a
+/// CTE put in front of [`APPLY`] for batches that converted (`ilp_apply_fx`), so they cost no
+/// statement of their own. The assets are read from `accounts` at commit time.
 const CONVERT: &str = "\
-INSERT INTO balance_conversions (reference, from_account_id, to_account_id, from_asset_code, from_asset_scale, \
-                                 to_asset_code, to_asset_scale, rate, spread, source_amount, destination_amount, packet_count) \
-SELECT $2, v.from_id, v.to_id, f.asset_code, f.asset_scale, t.asset_code, t.asset_scale, \
-       v.rate, v.spread, v.source, v.destination, v.packets \
-FROM unnest($3::int8[], $4::int8[], $5::numeric[], $6::numeric[], $7::int8[], $8::int8[], $9::int8[]) \
-     AS v(from_id, to_id, rate, spread, source, destination, packets) \
-JOIN accounts f ON f.id = v.from_id JOIN accounts t ON t.id = v.to_id \
-WHERE EXISTS (SELECT 1 FROM connector_instances WHERE id = $1::text::uuid AND last_batch_id = $2::text::uuid)";
+conv AS (INSERT INTO balance_conversions (reference, from_account_id, to_account_id, from_asset_code, from_asset_scale, \
+                                          to_asset_code, to_asset_scale, rate, spread, source_amount, destination_amount, packet_count) \
+         SELECT $2, x.from_id, x.to_id, f.asset_code, f.asset_scale, t.asset_code, t.asset_scale, \
+                x.rate, x.spread, x.source, x.destination, x.packets \
+         FROM unnest($10::int8[], $11::int8[], $12::numeric[], $13::numeric[], $14::int8[], $15::int8[], $16::int8[]) \
+              AS x(from_id, to_id, rate, spread, source, destination, packets) \
+         CROSS JOIN LATERAL (SELECT asset_code, asset_scale FROM accounts WHERE id = x.from_id) f \
+         CROSS JOIN LATERAL (SELECT asset_code, asset_scale FROM accounts WHERE id = x.to_id) t \
+         WHERE EXISTS (SELECT 1 FROM connector_instances WHERE id = $1::text::uuid AND last_batch_id = $2::text::uuid))";
 
 /// Waits for any transaction still holding this instance's row (a batch whose answer was
 /// lost) to end, then reads the fence.
@@ -277,7 +280,9 @@ impl BalanceConnection {
                     "PREPARE ilp_fence(text, text) AS {FENCE}; \
                      PREPARE ilp_lock(int8[]) AS {LOCK}; \
                      PREPARE ilp_apply(text, text, int8[], int8[], int8[], int8[], int8[], int8[], int8[]) AS {APPLY}; \
-                     PREPARE ilp_convert(text, text, int8[], int8[], numeric[], numeric[], int8[], int8[], int8[]) AS {CONVERT}"
+                     PREPARE ilp_apply_fx(text, text, int8[], int8[], int8[], int8[], int8[], int8[], int8[], \
+                                          int8[], int8[], numeric[], numeric[], int8[], int8[], int8[]) AS {apply_fx}",
+                    apply_fx = APPLY.replacen("WITH ", &format!("WITH {CONVERT}, "), 1),
                 ))
                 .await
                 .map_err(unavailable)?;
@@ -320,16 +325,16 @@ impl BalanceConnection {
         };
         let ids = array(|(id, _)| *id);
         let (i, b) = (instance, batch_id);
-        let convert = if conversions.is_empty() {
-            String::new()
+        let (apply, convert) = if conversions.is_empty() {
+            ("ilp_apply", String::new())
         } else {
             // Decimals print as plain digits and a point; nothing else reaches the text.
             let column = |f: &dyn Fn(&ConversionMove) -> String| {
                 let items: Vec<String> = conversions.iter().map(f).collect();
                 format!("'{{{}}}'", items.join(","))
             };
-            format!(
-                "EXECUTE ilp_convert('{instance}', '{batch_id}', {}, {}, {}, {}, {}, {}, {}); ",
+            let columns = format!(
+                ", {}, {}, {}, {}, {}, {}, {}",
                 column(&|c| c.from.to_string()),
                 column(&|c| c.to.to_string()),
                 column(&|c| c.rate.to_string()),
@@ -337,12 +342,12 @@ impl BalanceConnection {
                 column(&|c| c.source.to_string()),
                 column(&|c| c.destination.to_string()),
                 column(&|c| c.packets.to_string()),
-            )
+            );
+            ("ilp_apply_fx", columns)
         };
-        let statements = if conversions.is_empty() { 5 } else { 6 };
         let sql = format!(
             "BEGIN; EXECUTE ilp_fence('{i}', '{b}'); EXECUTE ilp_lock({ids}); \
-             EXECUTE ilp_apply('{i}', '{b}', {ids}, {}, {}, {}, {}, {}, {}); {convert}COMMIT",
+             EXECUTE {apply}('{i}', '{b}', {ids}, {}, {}, {}, {}, {}, {}{convert}); COMMIT",
             array(|(_, m)| m.delta),
             array(|(_, m)| m.consumed),
             array(|(_, m)| m.packets),
@@ -363,8 +368,8 @@ impl BalanceConnection {
                 return Err(error);
             }
         };
-        // Statements complete in order: BEGIN, fence, lock, apply, [convert,] COMMIT. The
-        // apply's rows come after the third completion.
+        // Statements complete in order: BEGIN, fence, lock, apply, COMMIT. The apply's rows
+        // come after the third completion.
         let mut completed = 0;
         let mut fenced = 0;
         let mut states = Vec::with_capacity(moves.len());
@@ -385,9 +390,9 @@ impl BalanceConnection {
                 _ => {}
             }
         }
-        if completed != statements {
+        if completed != 5 {
             return Err(BatchError::InDoubt(format!(
-                "batch answered {completed} of {statements} statements"
+                "batch answered {completed} of 5 statements"
             )));
         }
         if fenced == 0 {
