@@ -79,10 +79,14 @@ impl RateTable {
     }
 
     fn usable(&self, asset: &str, now: SystemTime) -> Result<Decimal, RateError> {
-        let info = self
-            .0
-            .get(&asset.to_ascii_uppercase())
-            .ok_or_else(|| RateError::Missing(asset.to_owned()))?;
+        // Codes are kept upper case; most accounts spell theirs so, and need no copy.
+        let info = match self.0.get(asset) {
+            Some(info) => info,
+            None => self
+                .0
+                .get(&asset.to_ascii_uppercase())
+                .ok_or_else(|| RateError::Missing(asset.to_owned()))?,
+        };
         if info.expires_at.is_some_and(|at| at <= now) {
             return Err(RateError::Stale(asset.to_owned()));
         }
