@@ -9,12 +9,16 @@
 //! | `http.listen` | `ILP_CONNECTOR_HTTP__LISTEN` | `127.0.0.1:7770` | ILP-over-HTTP listener |
 //! | `http.max_body_bytes` | `ILP_CONNECTOR_HTTP__MAX_BODY_BYTES` | `40000` | larger request bodies get 413 |
 //! | `http.max_in_flight` | `ILP_CONNECTOR_HTTP__MAX_IN_FLIGHT` | `10000` | Prepares in flight at once; more get T03 |
+//! | `http.max_in_flight_per_account` | `ILP_CONNECTOR_HTTP__MAX_IN_FLIGHT_PER_ACCOUNT` | `5000` | Prepares in flight at once from one account; more get T03 |
+//! | `http.max_connections` | `ILP_CONNECTOR_HTTP__MAX_CONNECTIONS` | `8192` | connections open at once; more are closed at once |
+//! | `http.header_read_timeout_secs` | `ILP_CONNECTOR_HTTP__HEADER_READ_TIMEOUT_SECS` | `30` | time a connection has to send a request head, from connecting or from its last response (the idle timeout) |
 //! | `database.url` | `DATABASE_URL` or `ILP_CONNECTOR_DATABASE__URL` | (required) | PostgreSQL URL |
 //! | `database.pool_size` | `ILP_CONNECTOR_DATABASE__POOL_SIZE` | `16` | connections |
 //! | `database.statement_timeout_ms` | `ILP_CONNECTOR_DATABASE__STATEMENT_TIMEOUT_MS` | `5000` | per statement |
 //! | `database.connect_timeout_ms` | `ILP_CONNECTOR_DATABASE__CONNECT_TIMEOUT_MS` | `5000` | waiting for a connection |
 //! | `balances.stale_after_secs` | `ILP_CONNECTOR_BALANCES__STALE_AFTER_SECS` | `60` | a connector silent this long has its reservations given back |
 //! | `admin.listen` | `ILP_CONNECTOR_ADMIN__LISTEN` | (disabled) | `/metrics` and `/health` listener, e.g. `127.0.0.1:7790` |
+//! | `admin.max_connections`, `admin.header_read_timeout_secs` | `ILP_CONNECTOR_ADMIN__…` | `256`, `30` | as for `http` |
 //! | `log.format` | `ILP_CONNECTOR_LOG__FORMAT` | `text` | `text` or `json` |
 //! | `settlement_api.listen` | `ILP_CONNECTOR_SETTLEMENT_API__LISTEN` | (unset: disabled) | RFC 38 node API listener for our settlement engines, e.g. `127.0.0.1:7771` |
 //! | `rates.spread` | `ILP_CONNECTOR_RATES__SPREAD` | `0` | fraction kept on conversions between asset codes (`0.002` = 0.2 %); an account's own `spread` overrides it |
@@ -22,6 +26,7 @@
 //! | `rates.url` | `ILP_CONNECTOR_RATES__URL` | (required with a provider) | the feed's `http://` URL |
 //! | `rates.poll_interval_secs` | `ILP_CONNECTOR_RATES__POLL_INTERVAL_SECS` | `60` | time between fetches |
 //! | `rates.max_age_secs` | `ILP_CONNECTOR_RATES__MAX_AGE_SECS` | `300` | a fetched rate is stale this long after its fetch (packets needing it get T00) |
+//! | `settlement_api.max_connections`, `settlement_api.header_read_timeout_secs` | `ILP_CONNECTOR_SETTLEMENT_API__…` | `256`, `30` | as for `http` |
 //! | `settlement_api.token` | `ILP_CONNECTOR_SETTLEMENT_API__TOKEN` | (unset: no token asked; allowed only when `listen` is loopback) | bearer token the engines must send; visible ASCII, no spaces |
 //!
 //! Log levels come from `RUST_LOG` (default `info`).
@@ -32,7 +37,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use runtime::config::{AdminConfig, DatabaseConfig, LogConfig, one_line};
+use runtime::config::{AdminConfig, DatabaseConfig, LogConfig, listener_limits, one_line};
+use runtime::listener::ListenerLimits;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -47,6 +53,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7770";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 40_000;
 /// Default cap on Prepares in flight at once.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+/// Default cap on Prepares in flight at once from one account.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_ACCOUNT: u32 = 5_000;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,7 +194,7 @@ fn decimal_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Str
 }
 
 /// `[settlement_api]`: disabled unless `listen` is set.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettlementApiConfig {
     /// Listen address; `None`: no node API.
@@ -194,6 +202,32 @@ pub struct SettlementApiConfig {
     /// Bearer token the engines send; required unless `listen` is a loopback address (stock
     /// engines send none). Never logged.
     pub token: Option<String>,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request head (also its idle timeout).
+    pub header_read_timeout_secs: u64,
+}
+
+impl Default for SettlementApiConfig {
+    fn default() -> Self {
+        SettlementApiConfig {
+            listen: None,
+            token: None,
+            max_connections: runtime::listener::DEFAULT_MAX_ADMIN_CONNECTIONS,
+            header_read_timeout_secs: runtime::listener::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+        }
+    }
+}
+
+impl SettlementApiConfig {
+    /// The listener's limits, checked.
+    pub fn limits(&self) -> anyhow::Result<ListenerLimits> {
+        listener_limits(
+            "settlement_api",
+            self.max_connections,
+            self.header_read_timeout_secs,
+        )
+    }
 }
 
 impl std::fmt::Debug for SettlementApiConfig {
@@ -201,6 +235,8 @@ impl std::fmt::Debug for SettlementApiConfig {
         f.debug_struct("SettlementApiConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
             .finish()
     }
 }
@@ -239,6 +275,12 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Prepares in flight at once.
     pub max_in_flight: usize,
+    /// Prepares in flight at once from one account.
+    pub max_in_flight_per_account: u32,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request head (also its idle timeout).
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -249,7 +291,17 @@ impl Default for HttpConfig {
                 .expect("DEFAULT_LISTEN is a socket address"),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_per_account: DEFAULT_MAX_IN_FLIGHT_PER_ACCOUNT,
+            max_connections: runtime::listener::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout_secs: runtime::listener::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
         }
+    }
+}
+
+impl HttpConfig {
+    /// The listener's limits, checked.
+    pub fn limits(&self) -> anyhow::Result<ListenerLimits> {
+        listener_limits("http", self.max_connections, self.header_read_timeout_secs)
     }
 }
 
@@ -305,6 +357,12 @@ impl ConnectorConfig {
         if self.http.max_in_flight == 0 {
             bail!("http.max_in_flight: must be at least 1");
         }
+        if self.http.max_in_flight_per_account == 0 {
+            bail!("http.max_in_flight_per_account: must be at least 1");
+        }
+        self.http.limits()?;
+        self.admin.limits()?;
+        self.settlement_api.limits()?;
         if self.balances.stale_after_secs == 0 {
             bail!("balances.stale_after_secs: must be at least 1");
         }
@@ -354,6 +412,7 @@ mod tests {
         config.settlement_api = SettlementApiConfig {
             listen: listen.map(|l| l.parse().unwrap()),
             token: token.map(str::to_owned),
+            ..SettlementApiConfig::default()
         };
         config
     }

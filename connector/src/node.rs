@@ -14,7 +14,7 @@ use crate::balance::sweeper;
 use crate::balance::writer::PgBalanceStore;
 use crate::config::ConnectorConfig;
 use crate::http::client::HttpClientService;
-use crate::http::server::{ServerState, serve as serve_http};
+use crate::http::server::{AccountSlots, ServerState, serve as serve_http};
 use crate::settlement::engine::HttpEngineClient;
 use crate::settlement::node_api::{self, NodeApiState};
 use crate::settlement::peer_settle::PgClaimStore;
@@ -30,6 +30,9 @@ pub const STARTUP_RETRY: Duration = Duration::from_secs(1);
 pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let node = Arc::new(config.ilp_address()?);
     let spread = config.rates.spread()?;
+    let http_limits = config.http.limits()?;
+    let api_limits = config.settlement_api.limits()?;
+    let admin_limits = config.admin.limits()?;
     let provider = config.rates.provider()?;
     let pool_config = config.database.pool_config("ilp-connector")?;
     let pool = schema::build_pool(&pool_config)?;
@@ -133,7 +136,12 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
                 token.as_deref(),
             ));
             let address = settlement_listener.local_addr()?;
-            tasks.spawn(node_api::serve(settlement_listener, api, stop.clone()));
+            tasks.spawn(node_api::serve(
+                settlement_listener,
+                api_limits,
+                api,
+                stop.clone(),
+            ));
             address.to_string()
         }
     };
@@ -145,6 +153,7 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
             let address = listener.local_addr()?;
             tasks.spawn(runtime::admin::serve(
                 listener,
+                admin_limits,
                 metrics,
                 pool.clone(),
                 stop.clone(),
@@ -165,6 +174,8 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
         ),
         in_flight: Semaphore::new(config.http.max_in_flight),
         max_body_bytes: config.http.max_body_bytes,
+        per_account: AccountSlots::new(config.http.max_in_flight_per_account),
+        limits: http_limits,
     });
     tracing::info!(
         listen = %listener.local_addr()?,

@@ -47,6 +47,7 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
 /// Serves `/metrics` and `/health` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
+    limits: crate::listener::ListenerLimits,
     metrics: PrometheusHandle,
     pool: DbPool,
     shutdown: CancellationToken,
@@ -55,7 +56,8 @@ pub async fn serve(
         let (metrics, pool) = (metrics.clone(), pool.clone());
         async move { answer(&request, &metrics, &pool).await }
     };
-    crate::listener::serve_connections("admin", listener, handle, shutdown, HEALTH_TIMEOUT).await;
+    crate::listener::serve_connections("admin", listener, limits, handle, shutdown, HEALTH_TIMEOUT)
+        .await;
 }
 
 async fn answer(

@@ -71,11 +71,51 @@ impl DatabaseConfig {
 }
 
 /// `[admin]`: `/metrics` and `/health`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Listen address; `None`: no admin listener.
     pub listen: Option<SocketAddr>,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request head (also its idle timeout).
+    pub header_read_timeout_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            max_connections: crate::listener::DEFAULT_MAX_ADMIN_CONNECTIONS,
+            header_read_timeout_secs: crate::listener::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The listener's limits, checked.
+    pub fn limits(&self) -> anyhow::Result<crate::listener::ListenerLimits> {
+        listener_limits("admin", self.max_connections, self.header_read_timeout_secs)
+    }
+}
+
+/// Limits from a section's `max_connections` and `header_read_timeout_secs`; errors name
+/// `section`'s key.
+pub fn listener_limits(
+    section: &str,
+    max_connections: usize,
+    header_read_timeout_secs: u64,
+) -> anyhow::Result<crate::listener::ListenerLimits> {
+    if max_connections == 0 {
+        bail!("{section}.max_connections: must be at least 1");
+    }
+    if header_read_timeout_secs == 0 || header_read_timeout_secs > 3600 {
+        bail!("{section}.header_read_timeout_secs: must be between 1 and 3600");
+    }
+    Ok(crate::listener::ListenerLimits {
+        header_read_timeout: Duration::from_secs(header_read_timeout_secs),
+        max_connections,
+    })
 }
 
 /// `[log]`.

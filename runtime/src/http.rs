@@ -15,8 +15,13 @@ use hyper_util::rt::TokioExecutor;
 /// Plain HTTP/1.1 with a keep-alive pool (TLS, where wanted, sits in a proxy).
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-/// A client with `TCP_NODELAY` and `connect_timeout`; `pool` adjusts the pool (idle
-/// connections per host, idle timeout) where the defaults do not fit.
+/// How long a client keeps an idle connection: below the listeners' default header-read
+/// timeout (30 s, which also closes idle connections), so a peer running our defaults never
+/// closes a connection just as we send on it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A client with `TCP_NODELAY`, `connect_timeout` and [`IDLE_TIMEOUT`]; `pool` adjusts the
+/// pool (idle connections per host) where the defaults do not fit.
 pub fn http_client(
     connect_timeout: Duration,
     pool: impl FnOnce(
@@ -26,7 +31,9 @@ pub fn http_client(
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
-    pool(&mut Client::builder(TokioExecutor::new())).build(connector)
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_idle_timeout(IDLE_TIMEOUT);
+    pool(&mut builder).build(connector)
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme in any case); `None` when

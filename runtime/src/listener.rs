@@ -1,7 +1,15 @@
 //! The accept loop every HTTP listener of both binaries runs on: HTTP/1.1 keep-alive,
-//! `TCP_NODELAY`, graceful shutdown with a grace period.
+//! `TCP_NODELAY`, limits a hostile peer cannot get around, graceful shutdown with a grace
+//! period.
+//!
+//! [`ListenerLimits`]: a connection must send a whole request head within
+//! `header_read_timeout` of connecting, and of its previous response (so this is also the
+//! idle keep-alive timeout); at most `max_connections` are open at once (one more is closed
+//! at once). Metrics: `ilp_http_connections{listener}` (open now),
+//! `ilp_http_connections_refused_total{listener}`, `ilp_http_header_timeouts_total{listener}`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,20 +17,48 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Pause after a failed `accept` (out of file descriptors and the like), rather than spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+/// Default [`ListenerLimits::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ListenerLimits::max_connections`] of the ILP-over-HTTP listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// Default [`ListenerLimits::max_connections`] of the admin and node API listeners.
+pub const DEFAULT_MAX_ADMIN_CONNECTIONS: usize = 256;
 
-/// Serves HTTP/1.1 keep-alive connections from `listener`, answering each request with
-/// `handle`, until `shutdown`; then waits up to `grace` for requests in flight. Every
-/// listener (ILP-over-HTTP, the RFC 38 node API, both binaries' admin) runs on this.
+/// What one listener allows a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Longest wait for a whole request head, from the connection's start or its previous
+    /// response: slow or idle connections are closed after it.
+    pub header_read_timeout: Duration,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+}
+
+impl ListenerLimits {
+    /// The defaults with at most `max_connections` connections.
+    pub fn with_max_connections(max_connections: usize) -> ListenerLimits {
+        ListenerLimits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections,
+        }
+    }
+}
+
+/// Serves HTTP/1.1 keep-alive connections from `listener` within `limits`, answering each
+/// request with `handle`, until `shutdown`; then waits up to `grace` for requests in
+/// flight. Every listener (ILP-over-HTTP, the RFC 38 node API, both binaries' admin) runs
+/// on this.
 pub async fn serve_connections<H, F>(
     name: &'static str,
     listener: TcpListener,
+    limits: ListenerLimits,
     handle: H,
     shutdown: CancellationToken,
     grace: Duration,
@@ -31,6 +67,8 @@ pub async fn serve_connections<H, F>(
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let open = metrics::gauge!("ilp_http_connections", "listener" => name);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -43,6 +81,13 @@ pub async fn serve_connections<H, F>(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Dropping the stream closes it: the peer sees the connection end at once.
+            metrics::counter!("ilp_http_connections_refused_total", "listener" => name)
+                .increment(1);
+            tracing::debug!(listener = name, peer = %peer, max = limits.max_connections, "too many connections; closed a new one");
+            continue;
+        };
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
@@ -53,12 +98,22 @@ pub async fn serve_connections<H, F>(
         });
         let connection = http1::Builder::new()
             .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
+        let open = open.clone();
+        open.increment(1.0);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
+                if err.is_timeout() {
+                    metrics::counter!("ilp_http_header_timeouts_total", "listener" => name)
+                        .increment(1);
+                }
                 tracing::debug!(listener = name, peer = %peer, error = %err, "connection ended with an error");
             }
+            open.decrement(1.0);
+            drop(slot);
         });
     }
     drop(listener);

@@ -11,6 +11,8 @@
 //! | `database.connect_timeout_ms` | `ILP_WORKER_DATABASE__CONNECT_TIMEOUT_MS` | `5000` | waiting for a connection, milliseconds |
 //! | `log.format` | `ILP_WORKER_LOG__FORMAT` | `text` | `text` or `json` |
 //! | `admin.listen` | `ILP_WORKER_ADMIN__LISTEN` | (unset: disabled) | `/metrics` and `/health` listener, e.g. `127.0.0.1:7791` |
+//! | `admin.max_connections` | `ILP_WORKER_ADMIN__MAX_CONNECTIONS` | `256` | connections open at once; more are closed at once |
+//! | `admin.header_read_timeout_secs` | `ILP_WORKER_ADMIN__HEADER_READ_TIMEOUT_SECS` | `30` | time to send a request head; also the idle timeout |
 //! | `worker.instance_name` | `ILP_WORKER_WORKER__INSTANCE_NAME` | `<hostname>-<pid>` | lease owner; unique per replica |
 //! | `worker.lease_secs` | `ILP_WORKER_WORKER__LEASE_SECS` | `60` | how long a claimed ledger stays ours, seconds |
 //! | `worker.idle_poll_ms` | `ILP_WORKER_WORKER__IDLE_POLL_MS` | `500` | how often to look for due ledgers when none is, milliseconds |
@@ -229,6 +231,7 @@ impl WorkerConfig {
             .extract()
             .map_err(|err| anyhow::anyhow!(runtime::config::one_line(err)))?;
         file.database.validate()?;
+        file.admin.limits()?;
         let worker = validate_worker(file.worker)?;
         let mut ledgers = validate_ledgers(file.ledgers)?;
         apply_ledger_env(&mut ledgers, env)?;

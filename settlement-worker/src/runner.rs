@@ -18,7 +18,6 @@
 //! [`MAX_SETTLEMENTS_PER_POLL`]: crate::poll::MAX_SETTLEMENTS_PER_POLL
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,7 +99,7 @@ pub async fn run_observed(
     shutdown: CancellationToken,
     observer: Option<PollObserver>,
 ) -> anyhow::Result<()> {
-    let admin = start_admin(config.admin.listen, &pool, &shutdown).await?;
+    let admin = start_admin(&config.admin, &pool, &shutdown).await?;
     let runner = Runner::new(config, pool, observer)?;
     // Database failures in a row.
     let mut failures = 0;
@@ -167,13 +166,14 @@ pub async fn run_observed(
 /// `shutdown`; the bound address, or `disabled` when `listen` is `None`. Bound before the
 /// database is reached, so a taken port fails the start at once.
 async fn start_admin(
-    listen: Option<SocketAddr>,
+    admin: &runtime::config::AdminConfig,
     pool: &DbPool,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<String> {
-    let Some(listen) = listen else {
+    let Some(listen) = admin.listen else {
         return Ok("disabled".to_owned());
     };
+    let limits = admin.limits()?;
     let metrics = runtime::admin::install_metrics().context("installing the metrics recorder")?;
     let listener = runtime::admin::bind(listen).await?;
     let address = listener
@@ -181,6 +181,7 @@ async fn start_admin(
         .context("reading the admin listener's address")?;
     tokio::spawn(runtime::admin::serve(
         listener,
+        limits,
         metrics,
         pool.clone(),
         shutdown.clone(),

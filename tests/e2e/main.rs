@@ -4,6 +4,7 @@
 mod balances;
 mod database_faults;
 mod exchange;
+mod hostile_peers;
 mod operations;
 mod packet_path;
 mod settle_api;

@@ -18,8 +18,6 @@ use super::OCTET_STREAM;
 pub const MAX_RESPONSE_BYTES: usize = 40_000;
 /// Idle keep-alive connections kept per peer.
 pub const MAX_IDLE_CONNECTIONS_PER_PEER: usize = 256;
-/// How long an idle connection is kept.
-pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Sends Prepares over ILP-over-HTTP. Errors map to Rejects: unreachable → T01, 5xx → T00,
 /// any other non-200 → T01, an unreadable body → T00. The caller bounds the wait (the
@@ -35,7 +33,6 @@ impl HttpClientService {
     pub fn new(node: Arc<Address>) -> Self {
         let client = http_client(Duration::from_secs(5), |pool| {
             pool.pool_max_idle_per_host(MAX_IDLE_CONNECTIONS_PER_PEER)
-                .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
         });
         HttpClientService { node, client }
     }

@@ -11,6 +11,7 @@
 //! | body that is not an ILP Prepare | 400 |
 //! | other paths / methods | 404 / 405 |
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use runtime::http::{BodyError, bearer_token, content_type_is, read_request_body};
+use runtime::listener::ListenerLimits;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -49,6 +51,68 @@ pub struct ServerState<S> {
     pub in_flight: Semaphore,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Prepares in flight at once per sending account; over it, T03 for that account alone.
+    pub per_account: AccountSlots,
+    /// What the listener allows each connection.
+    pub limits: ListenerLimits,
+}
+
+/// Prepares in flight per account, at most `max` each: one busy sender cannot take every
+/// slot of `in_flight` from the others.
+#[derive(Debug)]
+pub struct AccountSlots {
+    max: u32,
+    counts: std::sync::Mutex<HashMap<i64, u32>>,
+}
+
+impl AccountSlots {
+    /// At most `max` Prepares in flight per account.
+    pub fn new(max: u32) -> AccountSlots {
+        AccountSlots {
+            max,
+            counts: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<i64, u32>> {
+        // The map holds plain counters: one left by a panicking thread is still correct.
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A slot for one Prepare of `account`, or `None` when it has `max` in flight.
+    pub fn try_take(&self, account: i64) -> Option<AccountSlot<'_>> {
+        let mut counts = self.counts();
+        let count = counts.entry(account).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AccountSlot {
+            slots: self,
+            account,
+        })
+    }
+}
+
+/// One Prepare's place in its account's in-flight count; given back on drop.
+#[derive(Debug)]
+pub struct AccountSlot<'a> {
+    slots: &'a AccountSlots,
+    account: i64,
+}
+
+impl Drop for AccountSlot<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.slots.counts();
+        if let Some(count) = counts.get_mut(&self.account) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.account);
+            }
+        }
+    }
 }
 
 /// Serves connections from `listener` until `shutdown`, then waits up to
@@ -58,11 +122,20 @@ pub async fn serve<S: IncomingService>(
     state: Arc<ServerState<S>>,
     shutdown: CancellationToken,
 ) {
+    let limits = state.limits;
     let handle = move |request| {
         let state = state.clone();
         async move { handle(request, &state).await }
     };
-    super::serve_connections("ilp-over-http", listener, handle, shutdown, SHUTDOWN_GRACE).await;
+    super::serve_connections(
+        "ilp-over-http",
+        listener,
+        limits,
+        handle,
+        shutdown,
+        SHUTDOWN_GRACE,
+    )
+    .await;
 }
 
 fn status(code: StatusCode, message: &'static str) -> Response<Full<Bytes>> {
@@ -130,10 +203,21 @@ async fn handle<S: IncomingService>(
         }
     };
     let Ok(_permit) = state.in_flight.try_acquire() else {
+        metrics::counter!("ilp_packets_busy_total", "limit" => "node").increment(1);
         let reject = reject(
             &state.node,
             ErrorCode::T03_CONNECTOR_BUSY,
             "too many packets in flight",
+            &[],
+        );
+        return packet_response(reject.into_bytes());
+    };
+    let Some(_slot) = state.per_account.try_take(from.id) else {
+        metrics::counter!("ilp_packets_busy_total", "limit" => "account").increment(1);
+        let reject = reject(
+            &state.node,
+            ErrorCode::T03_CONNECTOR_BUSY,
+            &format!("too many packets in flight from {}", from.username),
             &[],
         );
         return packet_response(reject.into_bytes());
@@ -155,7 +239,7 @@ async fn handle<S: IncomingService>(
     match &result {
         Ok(_) => metrics::counter!("ilp_packets_total", "outcome" => "fulfilled").increment(1),
         Err(reject) => {
-            metrics::counter!("ilp_packets_total", "outcome" => "rejected", "code" => reject.code().to_string())
+            metrics::counter!("ilp_packets_total", "outcome" => "rejected", "code" => reject.code().metric_label())
                 .increment(1)
         }
     }

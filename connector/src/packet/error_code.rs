@@ -167,6 +167,35 @@ impl ErrorCode {
         }
     }
 
+    /// The code as a metric label: one of RFC 27's codes, or `"other"` for any code it does
+    /// not define, so a peer's Rejects cannot multiply the label's values.
+    pub const fn metric_label(&self) -> &'static str {
+        match &self.0 {
+            b"F00" => "F00",
+            b"F01" => "F01",
+            b"F02" => "F02",
+            b"F03" => "F03",
+            b"F04" => "F04",
+            b"F05" => "F05",
+            b"F06" => "F06",
+            b"F07" => "F07",
+            b"F08" => "F08",
+            b"F99" => "F99",
+            b"T00" => "T00",
+            b"T01" => "T01",
+            b"T02" => "T02",
+            b"T03" => "T03",
+            b"T04" => "T04",
+            b"T05" => "T05",
+            b"T99" => "T99",
+            b"R00" => "R00",
+            b"R01" => "R01",
+            b"R02" => "R02",
+            b"R99" => "R99",
+            _ => "other",
+        }
+    }
+
     /// The RFC 27 name (`"Unreachable"` for F02), or `None` for a code RFC 27 does not define.
     pub const fn name(&self) -> Option<&'static str> {
         Some(match &self.0 {
@@ -257,6 +286,20 @@ mod tests {
             ErrorCode::R00_TRANSFER_TIMED_OUT.class(),
             ErrorClass::Relative
         );
+    }
+
+    #[test]
+    fn metric_labels_are_the_rfc_codes_or_other() {
+        // Proves a peer cannot create label values: every defined code labels as itself,
+        // any other well-formed code as "other".
+        for code in ErrorCode::ALL {
+            assert_eq!(code.metric_label(), code.as_str());
+        }
+        for text in ["F50", "T98", "R03", "Xzz", "F0a"] {
+            if let Ok(code) = text.parse::<ErrorCode>() {
+                assert_eq!(code.metric_label(), "other", "{text}");
+            }
+        }
     }
 
     #[test]

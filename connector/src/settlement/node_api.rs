@@ -98,6 +98,7 @@ impl<O> NodeApiState<O> {
 /// [`SHUTDOWN_GRACE`] for requests in flight.
 pub async fn serve<O: OutgoingService>(
     listener: TcpListener,
+    limits: runtime::listener::ListenerLimits,
     state: Arc<NodeApiState<O>>,
     shutdown: CancellationToken,
 ) {
@@ -105,8 +106,15 @@ pub async fn serve<O: OutgoingService>(
         let state = state.clone();
         async move { handle(request, &state).await }
     };
-    crate::http::serve_connections("settlement-api", listener, handle, shutdown, SHUTDOWN_GRACE)
-        .await;
+    crate::http::serve_connections(
+        "settlement-api",
+        listener,
+        limits,
+        handle,
+        shutdown,
+        SHUTDOWN_GRACE,
+    )
+    .await;
 }
 
 fn respond(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {

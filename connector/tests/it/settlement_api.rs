@@ -90,7 +90,8 @@ async fn start_with(bob_outgoing_url: &str, token: Option<&str>) -> Api {
         .expect("binding");
     let addr = listener.local_addr().expect("address");
     let stop = CancellationToken::new();
-    tokio::spawn(serve(listener, state, stop.clone()));
+    let limits = runtime::listener::ListenerLimits::with_max_connections(16);
+    tokio::spawn(serve(listener, limits, state, stop.clone()));
     Api {
         db,
         addr,
