@@ -23,9 +23,12 @@
 //! | `settlement_api.listen` | `ILP_CONNECTOR_SETTLEMENT_API__LISTEN` | (unset: disabled) | RFC 38 node API listener for our settlement engines, e.g. `127.0.0.1:7771` |
 //! | `rates.spread` | `ILP_CONNECTOR_RATES__SPREAD` | `0` | fraction kept on conversions between asset codes (`0.002` = 0.2 %); an account's own `spread` overrides it |
 //! | `rates.provider` | `ILP_CONNECTOR_RATES__PROVIDER` | (unset: rates only from the CLI) | `coincap` or `json`: a feed polled into the `rates` table |
-//! | `rates.url` | `ILP_CONNECTOR_RATES__URL` | (required with a provider) | the feed's `http://` URL |
+//! | `rates.url` | `ILP_CONNECTOR_RATES__URL` | (required with a provider) | the feed's `http://` or `https://` URL |
 //! | `rates.poll_interval_secs` | `ILP_CONNECTOR_RATES__POLL_INTERVAL_SECS` | `60` | time between fetches |
 //! | `rates.max_age_secs` | `ILP_CONNECTOR_RATES__MAX_AGE_SECS` | `300` | a fetched rate is stale this long after its fetch (packets needing it get T00) |
+//! | `tls.ca_file` | `ILP_CONNECTOR_TLS__CA_FILE` | (unset) | PEM CA certificates trusted for outgoing HTTPS beside the system's (a private PKI) |
+//! | `tls.ca_file_only` | `ILP_CONNECTOR_TLS__CA_FILE_ONLY` | `false` | trust `tls.ca_file` alone, not the system's roots |
+//! | `tls.client_cert_file`, `tls.client_key_file` | `ILP_CONNECTOR_TLS__CLIENT_CERT_FILE`, `…__CLIENT_KEY_FILE` | (unset) | PEM certificate chain and key we present when a peer asks (mutual TLS) |
 //! | `settlement_api.max_connections`, `settlement_api.header_read_timeout_secs` | `ILP_CONNECTOR_SETTLEMENT_API__…` | `256`, `30` | as for `http` |
 //! | `settlement_api.token` | `ILP_CONNECTOR_SETTLEMENT_API__TOKEN` | (unset: no token asked; allowed only when `listen` is loopback) | bearer token the engines must send; visible ASCII, no spaces |
 //!
@@ -39,6 +42,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use runtime::config::{AdminConfig, DatabaseConfig, LogConfig, listener_limits, one_line};
 use runtime::listener::ListenerLimits;
+use runtime::tls::TlsConfig;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -84,6 +88,9 @@ pub struct ConnectorConfig {
     /// Exchange rates: the spread and an optional provider.
     #[serde(default)]
     pub rates: RatesConfig,
+    /// Outgoing HTTPS: extra CA bundle, client certificate.
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 /// `[rates]`.
@@ -144,10 +151,8 @@ impl RatesConfig {
         let uri = url
             .parse::<hyper::Uri>()
             .map_err(|err| anyhow::anyhow!("rates.url: {url:?} does not parse: {err}"))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            bail!(
-                "rates.url: {url:?} must be an http:// URL (put a TLS proxy in front of an https feed)"
-            );
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            bail!("rates.url: {url:?} must be an http:// or https:// URL");
         }
         if self.poll_interval_secs == 0 {
             bail!("rates.poll_interval_secs: must be at least 1");
@@ -338,6 +343,7 @@ impl ConnectorConfig {
             settlement_api: SettlementApiConfig::default(),
             admin: AdminConfig::default(),
             rates: RatesConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 
@@ -369,6 +375,7 @@ impl ConnectorConfig {
         self.database.validate()?;
         self.rates.spread()?;
         self.rates.provider()?;
+        runtime::tls::build_client_config(&self.tls)?;
         if let Some(token) = &self.settlement_api.token
             && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
         {
@@ -487,7 +494,7 @@ mod tests {
         );
         for (bad, key) in [
             ("provider = \"json\"", "rates.url:"),
-            ("provider = \"json\"\nurl = \"https://x/r\"", "rates.url:"),
+            ("provider = \"json\"\nurl = \"ftp://x/r\"", "rates.url:"),
             ("url = \"http://x/r\"", "rates.url:"),
             (
                 "provider = \"json\"\nurl = \"http://x/r\"\nmax_age_secs = 5\npoll_interval_secs = 10",

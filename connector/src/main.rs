@@ -90,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             runtime::telemetry::init_tracing(config.log.format)?;
+            runtime::tls::init(&config.tls)?;
             let shutdown = runtime::shutdown::cancel_on_signal("stopping")
                 .context("installing signal handlers")?;
             connector::node::serve(config, shutdown).await

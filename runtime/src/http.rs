@@ -8,20 +8,23 @@ use http_body_util::Full;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// Plain HTTP/1.1 with a keep-alive pool (TLS, where wanted, sits in a proxy).
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// `http://` and `https://` (rustls, [`crate::tls`]; HTTP/2 where the server offers it by
+/// ALPN, else HTTP/1.1) with a keep-alive pool. The one client type of the project.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// How long a client keeps an idle connection: below the listeners' default header-read
 /// timeout (30 s, which also closes idle connections), so a peer running our defaults never
 /// closes a connection just as we send on it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A client with `TCP_NODELAY`, `connect_timeout` and [`IDLE_TIMEOUT`]; `pool` adjusts the
-/// pool (idle connections per host) where the defaults do not fit.
+/// A client with `TCP_NODELAY`, `connect_timeout`, [`IDLE_TIMEOUT`] and the process's TLS
+/// settings; `pool` adjusts the pool (idle connections per host) where the defaults do not
+/// fit.
 pub fn http_client(
     connect_timeout: Duration,
     pool: impl FnOnce(
@@ -31,6 +34,12 @@ pub fn http_client(
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
+    connector.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config((*crate::tls::client_config()).clone())
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(connector);
     let mut builder = Client::builder(TokioExecutor::new());
     builder.pool_idle_timeout(IDLE_TIMEOUT);
     pool(&mut builder).build(connector)

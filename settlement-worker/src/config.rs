@@ -81,6 +81,8 @@ pub struct WorkerConfig {
     pub log: LogConfig,
     /// The admin listener (`/metrics`, `/health`).
     pub admin: AdminConfig,
+    /// Outgoing HTTPS (settlement engines): extra CA bundle, client certificate.
+    pub tls: runtime::tls::TlsConfig,
     /// This replica.
     pub worker: WorkerSettings,
     /// The ledgers to poll, in file order.
@@ -143,6 +145,8 @@ struct FileConfig {
     #[serde(default)]
     admin: AdminConfig,
     #[serde(default)]
+    tls: runtime::tls::TlsConfig,
+    #[serde(default)]
     worker: FileWorker,
     #[serde(default)]
     ledgers: Vec<FileLedger>,
@@ -154,6 +158,7 @@ impl Default for FileConfig {
             database: DatabaseConfig::with_pool_size(DEFAULT_POOL_SIZE),
             log: LogConfig::default(),
             admin: AdminConfig::default(),
+            tls: runtime::tls::TlsConfig::default(),
             worker: FileWorker::default(),
             ledgers: Vec::new(),
         }
@@ -232,6 +237,7 @@ impl WorkerConfig {
             .map_err(|err| anyhow::anyhow!(runtime::config::one_line(err)))?;
         file.database.validate()?;
         file.admin.limits()?;
+        runtime::tls::build_client_config(&file.tls)?;
         let worker = validate_worker(file.worker)?;
         let mut ledgers = validate_ledgers(file.ledgers)?;
         apply_ledger_env(&mut ledgers, env)?;
@@ -245,6 +251,7 @@ impl WorkerConfig {
             database: file.database,
             log: file.log,
             admin: file.admin,
+            tls: file.tls,
             worker,
             ledgers,
         })

@@ -48,6 +48,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
         config.log.format = format;
     }
     runtime::telemetry::init_tracing(config.log.format)?;
+    runtime::tls::init(&config.tls)?;
 
     let pool_config = config.database.pool_config(APPLICATION_NAME)?;
     let pool = schema::build_pool(&pool_config).context("building the database pool")?;

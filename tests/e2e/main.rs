@@ -10,4 +10,5 @@ mod packet_path;
 mod settle_api;
 mod settlement;
 mod stock_engines;
+mod tls;
 mod two_nodes;

@@ -23,6 +23,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
 use schema::test_db::TestDb;
 
+pub mod tls;
 pub mod traffic;
 pub use traffic::*;
 
@@ -62,6 +63,7 @@ pub struct Node {
     pub admin: Option<SocketAddr>,
     env: Vec<(String, String)>,
     child: Child,
+    log: Log,
     // Dropped after the process: the database outlives its connector.
     _db: Option<Arc<TestDb>>,
 }
@@ -111,8 +113,10 @@ impl Node {
             ("ILP_CONNECTOR_HTTP__LISTEN".into(), listen.into()),
         ];
         all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let (child, addr, admin) = spawn_connector(&database_url, &all);
+        let log = Log::default();
+        let (child, addr, admin) = spawn_connector(&database_url, &all, &log);
         Node {
+            log,
             database_url,
             addr,
             admin,
@@ -134,7 +138,7 @@ impl Node {
                 *value = self.addr.to_string();
             }
         }
-        let (child, addr, admin) = spawn_connector(&self.database_url, &env);
+        let (child, addr, admin) = spawn_connector(&self.database_url, &env, &self.log);
         self.child = child;
         self.addr = addr;
         self.admin = admin;
@@ -155,6 +159,16 @@ impl Node {
     /// Runs `ilp-connector --json ARGS` on this node's database; must succeed.
     pub fn cli(&self, args: &[&str]) -> serde_json::Value {
         cli(&self.database_url, args)
+    }
+
+    /// The log lines (JSON) this node's processes wrote so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        let lines = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     /// `http://<addr>/ilp`.
@@ -199,9 +213,16 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
+/// A connector's log lines, shared with the thread that reads its stderr.
+type Log = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Most log lines kept per node (the first ones: start-up, and what a test provokes).
+const MAX_LOG_LINES: usize = 20_000;
+
 fn spawn_connector(
     database_url: &str,
     env: &[(String, String)],
+    log: &Log,
 ) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut child = Command::new(binary("ilp-connector"))
         .arg("serve")
@@ -216,9 +237,16 @@ fn spawn_connector(
         .expect("starting ilp-connector");
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = log.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            {
+                let mut lines = log.lock().unwrap_or_else(|p| p.into_inner());
+                if lines.len() < MAX_LOG_LINES {
+                    lines.push(line.clone());
+                }
+            }
             if !sent && line.contains("ilp-connector ready") {
                 let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
                 let _ = tx.send(value["listen"].as_str().map(|listen| {

@@ -139,7 +139,7 @@ pub struct LedgerInfo {
     pub name: String,
     /// Which adaptor settles through it.
     pub kind: LedgerKind,
-    /// An RFC 38 ledger's settlement engine, `http://host:port[/prefix]` without a trailing
+    /// An RFC 38 ledger's settlement engine, `http(s)://host:port[/prefix]` without a trailing
     /// slash; `None` when the ledger publishes none (or an unusable one).
     pub engine_url: Option<String>,
 }
@@ -166,7 +166,7 @@ impl LedgerInfo {
     }
 }
 
-/// `options.engine_url`, checked to be a plain `http://` URL with a host.
+/// `options.engine_url`, checked to be an `http://` or `https://` URL with a host.
 fn engine_url_of(options: &serde_json::Value) -> Result<String, String> {
     let url = options
         .get("engine_url")
@@ -175,9 +175,12 @@ fn engine_url_of(options: &serde_json::Value) -> Result<String, String> {
     let uri = url
         .parse::<hyper::Uri>()
         .map_err(|err| format!("engine_url {url:?} does not parse: {err}"))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() || uri.query().is_some() {
+    if !matches!(uri.scheme_str(), Some("http" | "https"))
+        || uri.authority().is_none()
+        || uri.query().is_some()
+    {
         return Err(format!(
-            "engine_url {url:?} must be http://host:port[/path] (no https, no query)"
+            "engine_url {url:?} must be http:// or https://host:port[/path] (no query)"
         ));
     }
     Ok(url.trim_end_matches('/').to_owned())

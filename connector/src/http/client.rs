@@ -1,8 +1,9 @@
 //! `HttpClientService`: the last link, which POSTs the Prepare to the next hop over a
 //! keep-alive connection pool and reads its Fulfill or Reject.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -26,7 +27,13 @@ pub const MAX_IDLE_CONNECTIONS_PER_PEER: usize = 256;
 pub struct HttpClientService {
     node: Arc<Address>,
     client: HttpClient,
+    /// When each peer's failure was last logged at `warn`.
+    reported: Arc<Mutex<HashMap<i64, Instant>>>,
 }
+
+/// A peer that stays unreachable is logged at `warn` at most this often (each failure at
+/// `debug`).
+pub const UNREACHABLE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl HttpClientService {
     /// A client with a keep-alive pool per peer.
@@ -34,7 +41,32 @@ impl HttpClientService {
         let client = http_client(Duration::from_secs(5), |pool| {
             pool.pool_max_idle_per_host(MAX_IDLE_CONNECTIONS_PER_PEER)
         });
-        HttpClientService { node, client }
+        HttpClientService {
+            node,
+            client,
+            reported: Arc::default(),
+        }
+    }
+
+    /// Logs that `account` could not be reached (a refused connection, a TLS certificate
+    /// that does not fit): once per [`UNREACHABLE_LOG_INTERVAL`] at `warn`, else `debug`.
+    fn report_unreachable(&self, account: i64, username: &str, why: &str) {
+        let now = Instant::now();
+        let due = {
+            let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+            match reported.get(&account) {
+                Some(at) if now.duration_since(*at) < UNREACHABLE_LOG_INTERVAL => false,
+                _ => {
+                    reported.insert(account, now);
+                    true
+                }
+            }
+        };
+        if due {
+            tracing::warn!(to.account = %username, error = %why, "peer unreachable (logged at most every 10 s)");
+        } else {
+            tracing::debug!(to.account = %username, error = %why, "peer unreachable");
+        }
     }
 }
 
@@ -66,8 +98,9 @@ impl OutgoingService for HttpClientService {
         let response = match self.client.request(http).await {
             Ok(response) => response,
             Err(err) => {
-                tracing::debug!(to.account = %to.username, error = %err, "peer unreachable");
-                return Err(unreachable(format!("{} unreachable: {err}", to.username)));
+                let why = schema::error::with_causes(&err);
+                self.report_unreachable(to.id, &to.username, &why);
+                return Err(unreachable(format!("{} unreachable: {why}", to.username)));
             }
         };
         let status = response.status();

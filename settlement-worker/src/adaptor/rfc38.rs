@@ -129,10 +129,9 @@ impl Rfc38Adaptor {
         let uri: Uri = engine_url
             .parse()
             .map_err(|err| OptionsError(format!("options.engine_url: {err}")))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
             return Err(OptionsError(
-                "options.engine_url: must be http://host:port[/path] (plain HTTP; put TLS in a proxy)"
-                    .to_owned(),
+                "options.engine_url: must be http:// or https://host:port[/path]".to_owned(),
             ));
         }
         let authorization = match string_option(options, "engine_token")? {
