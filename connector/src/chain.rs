@@ -8,6 +8,7 @@
 //!                        (kind claims) or our RFC 38 engine's reply (kind rfc38) → Fulfill;
 //!                        no ledger → F02, bad claim → F00, engine or database down → T00/T01
 //!  → PeerProtocolGuard   any other peer.* → F02, never routed
+//!  → RateLimitService    the sender's share of its packet rate → T05, of its amount rate → T04
 //!  → Router              longest-prefix match → F02
 //!  → ExchangeRateService  amount into the next hop's asset and scale, rounded down, minus the
 //!                        spread: no rate → F02, stale rate → T00, converts to 0 → R01,
@@ -20,6 +21,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use rust_decimal::Decimal;
 
@@ -33,6 +35,7 @@ use crate::service::IncomingService;
 use crate::service::expiry::ExpiryShortener;
 use crate::service::ildcp::IldcpService;
 use crate::service::peer::PeerProtocolGuard;
+use crate::service::rate_limit::RateLimitService;
 use crate::service::validator::{IncomingValidator, OutgoingValidator};
 use crate::settlement::engine::SettlementEngine;
 use crate::settlement::peer_settle::{ClaimStore, PeerSettleService};
@@ -42,6 +45,7 @@ pub fn build_chain(
     node: Arc<Address>,
     directory: Arc<SharedDirectory>,
     spread: Decimal,
+    replicas: Arc<AtomicUsize>,
     balances: impl BalanceStore,
     claims: impl ClaimStore,
     engine: impl SettlementEngine,
@@ -52,6 +56,7 @@ pub fn build_chain(
     let outgoing = BalanceService::new(node.clone(), balances, outgoing);
     let outgoing = ExchangeRateService::new(node.clone(), directory.clone(), spread, outgoing);
     let incoming = Router::new(node.clone(), directory.clone(), outgoing);
+    let incoming = RateLimitService::new(node.clone(), replicas, incoming);
     let incoming = PeerProtocolGuard::new(node.clone(), incoming);
     let incoming = PeerSettleService::new(node.clone(), directory, claims, engine, incoming);
     let incoming = IldcpService::new(node.clone(), incoming);

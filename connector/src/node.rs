@@ -117,9 +117,11 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
     let (balances, writer) = PgBalanceStore::start(writer_config, instance, fatal.clone());
     let writer = tokio::spawn(writer);
     let stale_after = Duration::from_secs(config.balances.stale_after_secs);
+    let replicas = Arc::new(std::sync::atomic::AtomicUsize::new(1));
     tasks.spawn(sweeper::run(
         pool.clone(),
         balances.escrow().clone(),
+        replicas.clone(),
         instance,
         stale_after,
         fatal.clone(),
@@ -168,6 +170,7 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
             node.clone(),
             directory,
             spread,
+            replicas,
             balances,
             PgClaimStore::new(pool.clone()),
             HttpEngineClient::new(),

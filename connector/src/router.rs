@@ -87,6 +87,8 @@ mod tests {
             updated_at: now,
             deleted_at: None,
             spread: None,
+            max_packets_per_second: None,
+            max_amount_per_second: None,
         }
     }
 

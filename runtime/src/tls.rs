@@ -102,18 +102,23 @@ pub fn init(config: &TlsConfig) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("TLS was set up already"))
 }
 
-/// The process's client configuration: [`init`]'s, or the system's roots alone.
+/// The process's client configuration: [`init`]'s, or (before `init`, as when a
+/// configuration is checked) the system's roots alone, built afresh and not kept.
 pub fn client_config() -> Arc<rustls::ClientConfig> {
-    CLIENT
-        .get_or_init(|| match build_client_config(&TlsConfig::default()) {
-            Ok(config) => Arc::new(config),
-            Err(err) => {
-                tracing::warn!(error = %format!("{err:#}"), "no system roots: HTTPS peers will be refused");
-                let empty = rustls::ClientConfig::builder_with_provider(provider())
-                    .with_safe_default_protocol_versions()
-                    .map(|b| b.with_root_certificates(RootCertStore::empty()).with_no_client_auth());
-                Arc::new(empty.unwrap_or_else(|_| unreachable!("ring supports the default versions")))
-            }
-        })
-        .clone()
+    if let Some(config) = CLIENT.get() {
+        return config.clone();
+    }
+    match build_client_config(&TlsConfig::default()) {
+        Ok(config) => Arc::new(config),
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "no system roots: HTTPS peers will be refused");
+            let empty = rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.with_root_certificates(RootCertStore::empty())
+                        .with_no_client_auth()
+                });
+            Arc::new(empty.unwrap_or_else(|_| unreachable!("ring supports the default versions")))
+        }
+    }
 }

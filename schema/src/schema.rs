@@ -21,6 +21,8 @@ diesel::table! {
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
         spread -> Nullable<Numeric>,
+        max_packets_per_second -> Nullable<Int8>,
+        max_amount_per_second -> Nullable<Int8>,
     }
 }
 

@@ -7,6 +7,7 @@ mod exchange;
 mod hostile_peers;
 mod operations;
 mod packet_path;
+mod rate_limits;
 mod settle_api;
 mod settlement;
 mod stock_engines;

@@ -149,6 +149,8 @@ async fn carol(conn: &mut AsyncPgConnection) -> i64 {
             round_trip_time_ms: 500,
             claims_public_key: None,
             spread: None,
+            max_packets_per_second: None,
+            max_amount_per_second: None,
         },
         Some(0),
     )

@@ -61,6 +61,10 @@ pub struct AccountInfo {
     pub ledger: Option<String>,
     /// Spread kept when its packets are converted to another asset; `None`: the node's.
     pub spread: Option<rust_decimal::Decimal>,
+    /// Prepares per second it may send (all connectors together); `None`: no limit.
+    pub max_packets_per_second: Option<u64>,
+    /// Base units per second it may send (all connectors together); `None`: no limit.
+    pub max_amount_per_second: Option<u64>,
 }
 
 /// How to reach an account over ILP-over-HTTP.
@@ -128,6 +132,12 @@ impl AccountInfo {
             ),
             ledger: row.ledger.clone(),
             spread: row.spread,
+            max_packets_per_second: row
+                .max_packets_per_second
+                .and_then(|m| u64::try_from(m).ok()),
+            max_amount_per_second: row
+                .max_amount_per_second
+                .and_then(|m| u64::try_from(m).ok()),
         })
     }
 }

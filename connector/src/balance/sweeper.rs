@@ -2,7 +2,8 @@
 //!
 //! Every `ilp-connector serve` registers in `connector_instances` and heartbeats every
 //! [`HEARTBEAT_INTERVAL`], recording what it has in flight per account (a gauge for
-//! dashboards). Every [`SWEEP_INTERVAL`], each live connector gives back the reservations of
+//! dashboards), and counts the instances that heartbeat within [`LIVE_WITHIN`]: the number
+//! that share each account's rate limits. Every [`SWEEP_INTERVAL`], each live connector gives back the reservations of
 //! instances whose heartbeat is older than [`STALE_AFTER`]: a process that died (SIGKILL,
 //! power loss) keeps its reservations for at most `STALE_AFTER + SWEEP_INTERVAL` (70 s). A
 //! swept process that was only cut off cannot post afterwards (its batches check its
@@ -11,8 +12,9 @@
 use std::time::Duration;
 
 use schema::DbPool;
-use schema::models::balance::{heartbeat, report_in_flight, sweep_instances};
+use schema::models::balance::{count_live_instances, heartbeat, report_in_flight, sweep_instances};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
@@ -26,12 +28,17 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 /// How often to look for silent processes.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// An instance that heartbeat within this counts as live when the replicas share a rate
+/// limit.
+pub const LIVE_WITHIN: Duration = Duration::from_secs(3);
 
-/// Heartbeats for `instance` (with what `escrow` has in flight) and sweeps silent instances
-/// until `shutdown`. Cancels `fatal` if this instance was swept.
+/// Heartbeats for `instance` (with what `escrow` has in flight), counts the live instances
+/// into `replicas` (the rate limits' divisor) and sweeps silent instances until `shutdown`.
+/// Cancels `fatal` if this instance was swept.
 pub async fn run(
     pool: DbPool,
     escrow: Arc<Escrow>,
+    replicas: Arc<AtomicUsize>,
     instance: Uuid,
     stale_after: Duration,
     fatal: CancellationToken,
@@ -63,6 +70,18 @@ pub async fn run(
                 return;
             }
             Err(err) => tracing::debug!(error = %err, "heartbeat failed"),
+        }
+        match count_live_instances(&mut conn, LIVE_WITHIN).await {
+            Ok(live) => {
+                let live = usize::try_from(live).unwrap_or(1).max(1);
+                if replicas.swap(live, Ordering::Relaxed) != live {
+                    tracing::info!(
+                        replicas = live,
+                        "live connector instances changed; rate limits are shared by this many"
+                    );
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "counting live instances failed"),
         }
         let in_flight = escrow.in_flight();
         if in_flight != reported {

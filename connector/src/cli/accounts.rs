@@ -100,6 +100,12 @@ pub struct AccountSettings {
     /// such as 0.002 (empty: the node's `rates.spread`).
     #[arg(long)]
     spread: Option<String>,
+    /// Prepares per second it may send, all connectors together; more get T05 (empty: no limit).
+    #[arg(long)]
+    max_packets_per_second: Option<String>,
+    /// Base units per second it may send, all connectors together; more get T04 (empty: no limit).
+    #[arg(long)]
+    max_amount_per_second: Option<String>,
 }
 
 /// Asset codes: letters and digits, 1 to 16 (the database checks the same).
@@ -203,8 +209,23 @@ impl AccountSettings {
             Some("") => Some(None),
             Some(text) => Some(Some(super::rates::parse_spread("--spread", text)?)),
         };
+        let positive = |name: &str, value: Option<&str>| -> anyhow::Result<Option<Option<i64>>> {
+            let parsed = parse_optional_amount(name, value)?;
+            if parsed == Some(Some(0)) {
+                bail!("--{name} must be at least 1 (empty: no limit)");
+            }
+            Ok(parsed)
+        };
         let changes = AccountChanges {
             spread,
+            max_packets_per_second: positive(
+                "max-packets-per-second",
+                self.max_packets_per_second.as_deref(),
+            )?,
+            max_amount_per_second: positive(
+                "max-amount-per-second",
+                self.max_amount_per_second.as_deref(),
+            )?,
             ilp_address: optional_text(&self.ilp_address),
             relation: None,
             max_packet_amount: parse_optional_amount(
@@ -255,6 +276,8 @@ fn account_json(
         "round_trip_time_ms": account.round_trip_time_ms,
         "claims_public_key": account.claims_public_key.as_ref().map(hex::encode),
         "spread": account.spread.map(|s| s.to_string()),
+        "max_packets_per_second": account.max_packets_per_second,
+        "max_amount_per_second": account.max_amount_per_second,
         "created_at": account.created_at.to_rfc3339(),
         "updated_at": account.updated_at.to_rfc3339(),
     })
@@ -402,6 +425,8 @@ async fn add(
         round_trip_time_ms: changes.round_trip_time_ms.unwrap_or(500),
         claims_public_key: claims_key.as_deref(),
         spread: changes.spread.flatten(),
+        max_packets_per_second: changes.max_packets_per_second.flatten(),
+        max_amount_per_second: changes.max_amount_per_second.flatten(),
     };
     if let (Some(threshold), to) = (new.settle_threshold, new.settle_to)
         && to > threshold
@@ -501,6 +526,8 @@ async fn update(
         && changes.round_trip_time_ms.is_none()
         && changes.claims_public_key.is_none()
         && changes.spread.is_none()
+        && changes.max_packets_per_second.is_none()
+        && changes.max_amount_per_second.is_none()
         && credit_limit.is_none();
     if nothing {
         bail!("nothing to update: give at least one setting");

@@ -8,6 +8,7 @@
 pub mod expiry;
 pub mod ildcp;
 pub mod peer;
+pub mod rate_limit;
 pub mod validator;
 
 use std::sync::Arc;
@@ -135,6 +136,8 @@ pub(crate) mod testing {
             round_trip_time: Duration::from_millis(500),
             ledger: None,
             spread: None,
+            max_packets_per_second: None,
+            max_amount_per_second: None,
         })
     }
 

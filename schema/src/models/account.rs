@@ -52,6 +52,10 @@ pub struct Account {
     /// Spread kept when this account's packets are converted to another asset (a fraction
     /// below 1); `None`: the node's.
     pub spread: Option<Decimal>,
+    /// Prepares per second it may send, across all connectors; `None`: no limit.
+    pub max_packets_per_second: Option<i64>,
+    /// Base units per second it may send, across all connectors; `None`: no limit.
+    pub max_amount_per_second: Option<i64>,
 }
 
 /// A new account.
@@ -88,6 +92,10 @@ pub struct NewAccount<'a> {
     pub claims_public_key: Option<&'a [u8]>,
     /// See [`Account::spread`].
     pub spread: Option<Decimal>,
+    /// See [`Account::max_packets_per_second`].
+    pub max_packets_per_second: Option<i64>,
+    /// See [`Account::max_amount_per_second`].
+    pub max_amount_per_second: Option<i64>,
 }
 
 /// Changes to an account: `None` leaves a column as it is; `Some(None)` clears a nullable one.
@@ -118,6 +126,10 @@ pub struct AccountChanges {
     pub claims_public_key: Option<Option<Vec<u8>>>,
     /// New spread.
     pub spread: Option<Option<Decimal>>,
+    /// New packet rate limit.
+    pub max_packets_per_second: Option<Option<i64>>,
+    /// New amount rate limit.
+    pub max_amount_per_second: Option<Option<i64>>,
 }
 
 /// Inserts an account and its balance row (balance 0, the given credit limit), atomically.

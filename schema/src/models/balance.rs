@@ -160,6 +160,21 @@ pub async fn heartbeat(
     Ok(updated == 1)
 }
 
+/// How many connector instances heartbeat within `within` (at least this one, once it has).
+pub async fn count_live_instances(
+    conn: &mut AsyncPgConnection,
+    within: std::time::Duration,
+) -> Result<i64, DbError> {
+    use crate::schema::connector_instances;
+    let since =
+        chrono::Utc::now() - chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
+    Ok(connector_instances::table
+        .filter(connector_instances::heartbeat_at.gt(since))
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
 /// Removes a cleanly stopped instance and gives back its reservations.
 pub async fn deregister_instance(
     conn: &mut AsyncPgConnection,

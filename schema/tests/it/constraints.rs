@@ -24,6 +24,8 @@ pub fn new_account<'a>(username: &'a str, token_hash: &'a [u8]) -> NewAccount<'a
         round_trip_time_ms: 500,
         claims_public_key: None,
         spread: None,
+        max_packets_per_second: None,
+        max_amount_per_second: None,
     }
 }
 

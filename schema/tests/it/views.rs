@@ -85,6 +85,8 @@ fn account<'a>(
         round_trip_time_ms: 500,
         claims_public_key: None,
         spread: None,
+        max_packets_per_second: None,
+        max_amount_per_second: None,
     }
 }
 

@@ -71,6 +71,8 @@ async fn peer_account(
             round_trip_time_ms: 500,
             claims_public_key: public_key,
             spread: None,
+            max_packets_per_second: None,
+            max_amount_per_second: None,
         },
         Some(0),
     )
