@@ -26,6 +26,8 @@
 //! | `rates.url` | `ILP_CONNECTOR_RATES__URL` | (required with a provider) | the feed's `http://` or `https://` URL |
 //! | `rates.poll_interval_secs` | `ILP_CONNECTOR_RATES__POLL_INTERVAL_SECS` | `60` | time between fetches |
 //! | `rates.max_age_secs` | `ILP_CONNECTOR_RATES__MAX_AGE_SECS` | `300` | a fetched rate is stale this long after its fetch (packets needing it get T00) |
+//! | `http.tls_cert_file`, `http.tls_key_file` | `ILP_CONNECTOR_HTTP__TLS_CERT_FILE`, `…__TLS_KEY_FILE` | (unset: plain HTTP) | PEM certificate chain and key: the ILP listener speaks HTTPS (HTTP/2 or 1.1 by ALPN); read again on SIGHUP |
+//! | `settlement_api.tls_cert_file`, `settlement_api.tls_key_file` | `ILP_CONNECTOR_SETTLEMENT_API__…` | (unset) | the same for the node API |
 //! | `tls.ca_file` | `ILP_CONNECTOR_TLS__CA_FILE` | (unset) | PEM CA certificates trusted for outgoing HTTPS beside the system's (a private PKI) |
 //! | `tls.ca_file_only` | `ILP_CONNECTOR_TLS__CA_FILE_ONLY` | `false` | trust `tls.ca_file` alone, not the system's roots |
 //! | `tls.client_cert_file`, `tls.client_key_file` | `ILP_CONNECTOR_TLS__CLIENT_CERT_FILE`, `…__CLIENT_KEY_FILE` | (unset) | PEM certificate chain and key we present when a peer asks (mutual TLS) |
@@ -41,7 +43,7 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use runtime::config::{AdminConfig, DatabaseConfig, LogConfig, listener_limits, one_line};
-use runtime::listener::ListenerLimits;
+use runtime::listener::{ListenerLimits, ServerTls};
 use runtime::tls::TlsConfig;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -211,6 +213,10 @@ pub struct SettlementApiConfig {
     pub max_connections: usize,
     /// Seconds a connection may take to send a request head (also its idle timeout).
     pub header_read_timeout_secs: u64,
+    /// PEM certificate chain: the listener speaks TLS (reloaded on SIGHUP).
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SettlementApiConfig {
@@ -218,6 +224,8 @@ impl Default for SettlementApiConfig {
         SettlementApiConfig {
             listen: None,
             token: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             max_connections: runtime::listener::DEFAULT_MAX_ADMIN_CONNECTIONS,
             header_read_timeout_secs: runtime::listener::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
         }
@@ -233,6 +241,11 @@ impl SettlementApiConfig {
             self.header_read_timeout_secs,
         )
     }
+
+    /// The listener's TLS, when configured.
+    pub fn tls(&self) -> anyhow::Result<Option<ServerTls>> {
+        server_tls("settlement_api", &self.tls_cert_file, &self.tls_key_file)
+    }
 }
 
 impl std::fmt::Debug for SettlementApiConfig {
@@ -242,6 +255,8 @@ impl std::fmt::Debug for SettlementApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_connections", &self.max_connections)
             .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .finish()
     }
 }
@@ -286,6 +301,10 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Seconds a connection may take to send a request head (also its idle timeout).
     pub header_read_timeout_secs: u64,
+    /// PEM certificate chain: the listener speaks TLS (reloaded on SIGHUP).
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -299,6 +318,8 @@ impl Default for HttpConfig {
             max_in_flight_per_account: DEFAULT_MAX_IN_FLIGHT_PER_ACCOUNT,
             max_connections: runtime::listener::DEFAULT_MAX_CONNECTIONS,
             header_read_timeout_secs: runtime::listener::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -307,6 +328,25 @@ impl HttpConfig {
     /// The listener's limits, checked.
     pub fn limits(&self) -> anyhow::Result<ListenerLimits> {
         listener_limits("http", self.max_connections, self.header_read_timeout_secs)
+    }
+
+    /// The listener's TLS, when configured.
+    pub fn tls(&self) -> anyhow::Result<Option<ServerTls>> {
+        server_tls("http", &self.tls_cert_file, &self.tls_key_file)
+    }
+}
+
+/// A listener's TLS from its section's `tls_cert_file` and `tls_key_file`.
+fn server_tls(
+    section: &str,
+    cert: &Option<std::path::PathBuf>,
+    key: &Option<std::path::PathBuf>,
+) -> anyhow::Result<Option<ServerTls>> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => ServerTls::load(cert, key, section).map(Some),
+        (Some(_), None) => bail!("{section}.tls_key_file: required with {section}.tls_cert_file"),
+        (None, Some(_)) => bail!("{section}.tls_cert_file: required with {section}.tls_key_file"),
     }
 }
 
@@ -367,8 +407,10 @@ impl ConnectorConfig {
             bail!("http.max_in_flight_per_account: must be at least 1");
         }
         self.http.limits()?;
+        self.http.tls()?;
         self.admin.limits()?;
         self.settlement_api.limits()?;
+        self.settlement_api.tls()?;
         if self.balances.stale_after_secs == 0 {
             bail!("balances.stale_after_secs: must be at least 1");
         }

@@ -33,6 +33,8 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
     let http_limits = config.http.limits()?;
     let api_limits = config.settlement_api.limits()?;
     let admin_limits = config.admin.limits()?;
+    let http_tls = config.http.tls()?;
+    let api_tls = config.settlement_api.tls()?;
     let provider = config.rates.provider()?;
     let pool_config = config.database.pool_config("ilp-connector")?;
     let pool = schema::build_pool(&pool_config)?;
@@ -138,9 +140,14 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
                 token.as_deref(),
             ));
             let address = settlement_listener.local_addr()?;
+            if let Some(tls) = &api_tls {
+                tls.clone()
+                    .reload_on_sighup("settlement-api", stop.clone())?;
+            }
             tasks.spawn(node_api::serve(
                 settlement_listener,
                 api_limits,
+                api_tls,
                 api,
                 stop.clone(),
             ));
@@ -179,9 +186,14 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
         max_body_bytes: config.http.max_body_bytes,
         per_account: AccountSlots::new(config.http.max_in_flight_per_account),
         limits: http_limits,
+        tls: http_tls.clone(),
     });
+    if let Some(tls) = http_tls {
+        tls.reload_on_sighup("ilp-over-http", stop.clone())?;
+    }
     tracing::info!(
         listen = %listener.local_addr()?,
+        tls = state.tls.is_some(),
         settlement_api = %settlement_api,
         admin = %admin,
         node.address = %node,

@@ -56,8 +56,16 @@ pub async fn serve(
         let (metrics, pool) = (metrics.clone(), pool.clone());
         async move { answer(&request, &metrics, &pool).await }
     };
-    crate::listener::serve_connections("admin", listener, limits, handle, shutdown, HEALTH_TIMEOUT)
-        .await;
+    crate::listener::serve_connections(
+        "admin",
+        listener,
+        limits,
+        None,
+        handle,
+        shutdown,
+        HEALTH_TIMEOUT,
+    )
+    .await;
 }
 
 async fn answer(

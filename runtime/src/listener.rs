@@ -15,12 +15,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use crate::tls::ServerTls;
 
 /// Pause after a failed `accept` (out of file descriptors and the like), rather than spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -51,14 +55,15 @@ impl ListenerLimits {
     }
 }
 
-/// Serves HTTP/1.1 keep-alive connections from `listener` within `limits`, answering each
-/// request with `handle`, until `shutdown`; then waits up to `grace` for requests in
-/// flight. Every listener (ILP-over-HTTP, the RFC 38 node API, both binaries' admin) runs
-/// on this.
+/// Serves HTTP/1.1 keep-alive connections from `listener` within `limits` (over TLS when
+/// `tls` is given: HTTP/2 or HTTP/1.1 as ALPN settles), answering each request with
+/// `handle`, until `shutdown`; then waits up to `grace` for requests in flight. Every
+/// listener (ILP-over-HTTP, the RFC 38 node API, both binaries' admin) runs on this.
 pub async fn serve_connections<H, F>(
     name: &'static str,
     listener: TcpListener,
     limits: ListenerLimits,
+    tls: Option<ServerTls>,
     handle: H,
     shutdown: CancellationToken,
     grace: Duration,
@@ -96,16 +101,42 @@ pub async fn serve_connections<H, F>(
             let answer = handle(request);
             async move { Ok::<_, Infallible>(answer.await) }
         });
-        let connection = http1::Builder::new()
-            .keep_alive(true)
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let acceptor = tls.as_ref().map(ServerTls::acceptor);
         let open = open.clone();
         open.increment(1.0);
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let ended = match acceptor {
+                None => serve_http1(stream, service, limits, watcher).await,
+                Some(acceptor) => {
+                    // The handshake gets the header timeout too: a slow one is a slow header.
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => {
+                            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                let connection = http2::Builder::new(TokioExecutor::new())
+                                    .timer(TokioTimer::new())
+                                    .serve_connection(TokioIo::new(tls), service);
+                                watcher.watch(connection).await
+                            } else {
+                                serve_http1(tls, service, limits, watcher).await
+                            }
+                        }
+                        Ok(Err(err)) => {
+                            metrics::counter!("ilp_http_tls_handshake_failures_total", "listener" => name).increment(1);
+                            tracing::debug!(listener = name, peer = %peer, error = %err, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            metrics::counter!("ilp_http_header_timeouts_total", "listener" => name)
+                                .increment(1);
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(err) = ended {
                 if err.is_timeout() {
                     metrics::counter!("ilp_http_header_timeouts_total", "listener" => name)
                         .increment(1);
@@ -126,4 +157,24 @@ pub async fn serve_connections<H, F>(
             "connections still open after the shutdown grace period"
         );
     }
+}
+
+async fn serve_http1<IO, S>(
+    io: IO,
+    service: S,
+    limits: ListenerLimits,
+    watcher: Watcher,
+) -> Result<(), hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    watcher.watch(connection).await
 }

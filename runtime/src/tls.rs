@@ -3,6 +3,9 @@
 //! certificate for mutual TLS. HTTP/2 is offered by ALPN; a peer that does not take it gets
 //! HTTP/1.1.
 //!
+//! [`ServerTls`]: a listener's certificate and key, read again on SIGHUP (new connections get
+//! the new certificate, open ones keep theirs).
+//!
 //! [`init`] is called once at start-up from the `[tls]` section; [`client_config`] is what
 //! [`crate::http::http_client`] builds every client with (system roots only, before `init`).
 
@@ -120,5 +123,97 @@ pub fn client_config() -> Arc<rustls::ClientConfig> {
                 });
             Arc::new(empty.unwrap_or_else(|_| unreachable!("ring supports the default versions")))
         }
+    }
+}
+
+/// A listener's TLS: the certificate chain and key from two PEM files, swapped whole when
+/// [`ServerTls::reload`] reads them again.
+#[derive(Clone)]
+pub struct ServerTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    config: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    what: &str,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let chain = read_certs(cert_file, &format!("{what}.tls_cert_file"))?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|err| {
+        anyhow::anyhow!(
+            "{what}.tls_key_file: {} is not a PEM private key: {err}",
+            key_file.display()
+        )
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .with_context(|| format!("{what}.tls_key_file: does not match {what}.tls_cert_file"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+impl ServerTls {
+    /// Reads `cert_file` and `key_file` (PEM) for the listener of section `what`; errors name
+    /// `<what>.tls_cert_file` or `<what>.tls_key_file`.
+    pub fn load(cert_file: &Path, key_file: &Path, what: &str) -> anyhow::Result<ServerTls> {
+        let config = server_config(cert_file, key_file, what)?;
+        Ok(ServerTls {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            config: Arc::new(arc_swap::ArcSwap::from_pointee(config)),
+        })
+    }
+
+    /// Reads the files again; on failure the certificate in use stays.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let config = server_config(&self.cert_file, &self.key_file, "tls")?;
+        self.config.store(Arc::new(config));
+        Ok(())
+    }
+
+    /// An acceptor with the current certificate.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config.load_full())
+    }
+
+    /// Reloads on every SIGHUP until `shutdown`, logging the outcome.
+    pub fn reload_on_sighup(
+        self,
+        name: &'static str,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    got = hangups.recv() => if got.is_none() { return },
+                }
+                match self.reload() {
+                    Ok(()) => {
+                        tracing::info!(listener = name, cert_file = %self.cert_file.display(), "TLS certificate reloaded")
+                    }
+                    Err(err) => {
+                        tracing::error!(listener = name, error = %format!("{err:#}"), "TLS certificate not reloaded; the previous one stays")
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 }

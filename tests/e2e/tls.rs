@@ -129,3 +129,129 @@ async fn mutual_tls_is_accepted_with_our_client_certificate_and_refused_without(
     assert!(matches!(answer, Packet::Fulfill(_)), "{answer:?}");
     assert_eq!(receiver.fulfilled(), 1);
 }
+
+/// A TLS connection to `node` trusting `pki`, with the certificate the server showed.
+async fn connect(
+    node: &Node,
+    pki: &TestPki,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    Vec<u8>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let shown = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    (sender, shown)
+}
+
+async fn pay_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+) -> Packet {
+    use http_body_util::BodyExt;
+    let prepare = e2e::prepare("test.node.bob", 5, Duration::from_secs(10));
+    let request = hyper::Request::post("/ilp")
+        .header("host", "localhost")
+        .header("authorization", "Bearer alice-token")
+        .header("content-type", "application/octet-stream")
+        .body(http_body_util::Full::new(prepare.into_bytes().freeze()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), hyper::StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Packet::try_from(bytes::BytesMut::from(&body[..])).unwrap()
+}
+
+#[tokio::test]
+async fn a_tls_listener_reloads_its_certificate_on_sighup_and_keeps_its_connections() {
+    // Proves http.tls_cert_file/tls_key_file: the ILP listener speaks HTTPS; after the files
+    // change and SIGHUP, new connections get the new certificate while a connection opened
+    // before goes on being served; a broken file on SIGHUP keeps the certificate in use.
+    let pki = TestPki::new();
+    let first = pki.leaf("listener", &["localhost"]);
+    let receiver = e2e::Receiver::start(e2e::Behaviour::Fulfill).await;
+    let db = Arc::new(TestDb::new().await);
+    add_child(db.url(), "alice", "");
+    cli(
+        db.url(),
+        &[
+            "accounts",
+            "add",
+            "bob",
+            "--relation",
+            "child",
+            "--asset-code",
+            "USD",
+            "--asset-scale",
+            "2",
+            "--outgoing-url",
+            &receiver.url(),
+        ],
+    );
+    let (cert, key) = (
+        first.cert_file.display().to_string(),
+        first.key_file.display().to_string(),
+    );
+    let node = Node::start_on(
+        db,
+        "test.node",
+        &[
+            ("ILP_CONNECTOR_HTTP__TLS_CERT_FILE", cert.as_str()),
+            ("ILP_CONNECTOR_HTTP__TLS_KEY_FILE", key.as_str()),
+        ],
+    );
+    let (mut old, shown) = connect(&node, &pki).await;
+    assert_eq!(shown, first.cert.to_vec());
+    assert!(matches!(pay_on(&mut old).await, Packet::Fulfill(_)));
+
+    // A new certificate under the same file names (leaf() writes listener.pem/.key again).
+    let second = pki.leaf("listener", &["localhost", "127.0.0.1"]);
+    node.signal("HUP");
+    e2e::wait_for(Duration::from_secs(10), "the reload", || async {
+        (!node.log_lines("TLS certificate reloaded").is_empty()).then_some(())
+    })
+    .await;
+    let (mut new, shown) = connect(&node, &pki).await;
+    assert_eq!(
+        shown,
+        second.cert.to_vec(),
+        "a new connection has the new certificate"
+    );
+    assert!(matches!(pay_on(&mut new).await, Packet::Fulfill(_)));
+    assert!(
+        matches!(pay_on(&mut old).await, Packet::Fulfill(_)),
+        "the connection opened before the reload is still served"
+    );
+
+    std::fs::write(&second.key_file, "not a key").unwrap();
+    node.signal("HUP");
+    e2e::wait_for(Duration::from_secs(10), "the failed reload", || async {
+        (!node.log_lines("TLS certificate not reloaded").is_empty()).then_some(())
+    })
+    .await;
+    let (mut after, shown) = connect(&node, &pki).await;
+    assert_eq!(
+        shown,
+        second.cert.to_vec(),
+        "a broken file keeps the certificate in use"
+    );
+    assert!(matches!(pay_on(&mut after).await, Packet::Fulfill(_)));
+}

@@ -161,6 +161,14 @@ impl Node {
         cli(&self.database_url, args)
     }
 
+    /// Sends `signal` (e.g. `HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
     /// The log lines (JSON) this node's processes wrote so far that contain `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         let lines = self.log.lock().unwrap_or_else(|p| p.into_inner());

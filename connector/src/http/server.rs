@@ -55,6 +55,8 @@ pub struct ServerState<S> {
     pub per_account: AccountSlots,
     /// What the listener allows each connection.
     pub limits: ListenerLimits,
+    /// The listener's certificate, when it speaks TLS.
+    pub tls: Option<runtime::listener::ServerTls>,
 }
 
 /// Prepares in flight per account, at most `max` each: one busy sender cannot take every
@@ -122,7 +124,7 @@ pub async fn serve<S: IncomingService>(
     state: Arc<ServerState<S>>,
     shutdown: CancellationToken,
 ) {
-    let limits = state.limits;
+    let (limits, tls) = (state.limits, state.tls.clone());
     let handle = move |request| {
         let state = state.clone();
         async move { handle(request, &state).await }
@@ -131,6 +133,7 @@ pub async fn serve<S: IncomingService>(
         "ilp-over-http",
         listener,
         limits,
+        tls,
         handle,
         shutdown,
         SHUTDOWN_GRACE,

@@ -99,6 +99,7 @@ impl<O> NodeApiState<O> {
 pub async fn serve<O: OutgoingService>(
     listener: TcpListener,
     limits: runtime::listener::ListenerLimits,
+    tls: Option<runtime::listener::ServerTls>,
     state: Arc<NodeApiState<O>>,
     shutdown: CancellationToken,
 ) {
@@ -110,6 +111,7 @@ pub async fn serve<O: OutgoingService>(
         "settlement-api",
         listener,
         limits,
+        tls,
         handle,
         shutdown,
         SHUTDOWN_GRACE,

@@ -91,7 +91,7 @@ async fn start_with(bob_outgoing_url: &str, token: Option<&str>) -> Api {
     let addr = listener.local_addr().expect("address");
     let stop = CancellationToken::new();
     let limits = runtime::listener::ListenerLimits::with_max_connections(16);
-    tokio::spawn(serve(listener, limits, state, stop.clone()));
+    tokio::spawn(serve(listener, limits, None, state, stop.clone()));
     Api {
         db,
         addr,
