@@ -46,6 +46,7 @@ use runtime::config::{AdminConfig, DatabaseConfig, LogConfig, listener_limits, o
 use runtime::listener::{ListenerLimits, ServerTls};
 use runtime::tls::TlsConfig;
 use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 
@@ -201,14 +202,15 @@ fn decimal_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Str
 }
 
 /// `[settlement_api]`: disabled unless `listen` is set.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettlementApiConfig {
     /// Listen address; `None`: no node API.
     pub listen: Option<SocketAddr>,
     /// Bearer token the engines send; required unless `listen` is a loopback address (stock
-    /// engines send none). Never logged.
-    pub token: Option<String>,
+    /// engines send none). Never logged or printed.
+    #[serde(skip_serializing)]
+    pub token: Option<SecretString>,
     /// Connections open at once.
     pub max_connections: usize,
     /// Seconds a connection may take to send a request head (also its idle timeout).
@@ -245,19 +247,6 @@ impl SettlementApiConfig {
     /// The listener's TLS, when configured.
     pub fn tls(&self) -> anyhow::Result<Option<ServerTls>> {
         server_tls("settlement_api", &self.tls_cert_file, &self.tls_key_file)
-    }
-}
-
-impl std::fmt::Debug for SettlementApiConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SettlementApiConfig")
-            .field("listen", &self.listen)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("max_connections", &self.max_connections)
-            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
-            .field("tls_cert_file", &self.tls_cert_file)
-            .field("tls_key_file", &self.tls_key_file)
-            .finish()
     }
 }
 
@@ -418,7 +407,11 @@ impl ConnectorConfig {
         self.rates.spread()?;
         self.rates.provider()?;
         runtime::tls::build_client_config(&self.tls)?;
-        if let Some(token) = &self.settlement_api.token
+        if let Some(token) = self
+            .settlement_api
+            .token
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
             && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
         {
             // A bearer token with spaces or control characters could never be sent in a header.
@@ -460,7 +453,7 @@ mod tests {
         let mut config = ConnectorConfig::default_values();
         config.settlement_api = SettlementApiConfig {
             listen: listen.map(|l| l.parse().unwrap()),
-            token: token.map(str::to_owned),
+            token: token.map(|t| SecretString::from(t.to_owned())),
             ..SettlementApiConfig::default()
         };
         config
@@ -504,9 +497,15 @@ mod tests {
 
     #[test]
     fn the_token_is_never_in_debug_output() {
-        // Proves printing the configuration cannot leak the settlement API token.
-        let config = with_api(Some("127.0.0.1:7771"), Some("very-secret-token"));
-        assert!(!format!("{config:?}").contains("very-secret-token"));
+        // Proves printing the configuration cannot leak the settlement API token or the
+        // database password (both are secrecy types).
+        let mut config = with_api(Some("127.0.0.1:7771"), Some("very-secret-token"));
+        config.database.url = Some(String::from("postgres://ilp:hunter2@db/ilp").into());
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("very-secret-token"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        let pool = config.database.pool_config("test").unwrap();
+        assert!(!format!("{pool:?}").contains("hunter2"));
     }
 
     #[test]

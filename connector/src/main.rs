@@ -81,7 +81,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = ConnectorConfig::load(cli.config.as_deref())?;
     if let Some(url) = cli.database_url {
-        config.database.url = Some(url);
+        config.database.url = Some(url.into());
     }
     if let Some(format) = cli.log_format {
         config.log.format = format;

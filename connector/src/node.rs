@@ -137,7 +137,7 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
                 directory.clone(),
                 pool.clone(),
                 HttpClientService::new(node.clone()),
-                token.as_deref(),
+                token.as_ref().map(secrecy::ExposeSecret::expose_secret),
             ));
             let address = settlement_listener.local_addr()?;
             if let Some(tls) = &api_tls {

@@ -5,14 +5,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::bail;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// `[database]`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// PostgreSQL URL.
-    pub url: Option<String>,
+    /// PostgreSQL URL; never printed (it may hold a password).
+    #[serde(skip_serializing)]
+    pub url: Option<SecretString>,
     /// Pool size.
     pub pool_size: usize,
     /// Per-statement timeout, milliseconds.
@@ -29,18 +31,6 @@ impl Default for DatabaseConfig {
             statement_timeout_ms: schema::pool::DEFAULT_STATEMENT_TIMEOUT.as_millis() as u64,
             connect_timeout_ms: schema::pool::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
         }
-    }
-}
-
-impl std::fmt::Debug for DatabaseConfig {
-    // The URL may carry a password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseConfig")
-            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
-            .field("pool_size", &self.pool_size)
-            .field("statement_timeout_ms", &self.statement_timeout_ms)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .finish()
     }
 }
 

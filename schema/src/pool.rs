@@ -5,6 +5,8 @@ use std::time::Duration;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::DbError;
 
 /// A pool of PostgreSQL connections.
@@ -22,8 +24,8 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// How to build a pool.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    /// `postgres://user:password@host:port/database`.
-    pub url: String,
+    /// `postgres://user:password@host:port/database`; never printed (it may hold a password).
+    pub url: SecretString,
     /// Shown in `pg_stat_activity.application_name`.
     pub application_name: String,
     /// Maximum connections.
@@ -38,7 +40,7 @@ impl PoolConfig {
     /// A config with the defaults above.
     pub fn new(url: impl Into<String>, application_name: impl Into<String>) -> PoolConfig {
         PoolConfig {
-            url: url.into(),
+            url: SecretString::from(url.into()),
             application_name: application_name.into(),
             size: DEFAULT_POOL_SIZE,
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
@@ -51,7 +53,7 @@ impl PoolConfig {
 pub async fn connect(config: &PoolConfig) -> Result<AsyncPgConnection, DbError> {
     let setup = setup_sql(config);
     let connecting = async {
-        let mut conn = AsyncPgConnection::establish(&config.url).await?;
+        let mut conn = AsyncPgConnection::establish(config.url.expose_secret()).await?;
         conn.batch_execute(&setup).await?;
         Ok::<_, DbError>(conn)
     };
@@ -77,7 +79,8 @@ pub fn build_pool(config: &PoolConfig) -> Result<DbPool, DbError> {
             Ok(conn)
         })
     });
-    let manager = AsyncDieselConnectionManager::new_with_config(&config.url, manager_config);
+    let manager =
+        AsyncDieselConnectionManager::new_with_config(config.url.expose_secret(), manager_config);
     diesel_async::pooled_connection::deadpool::Pool::builder(manager)
         .max_size(config.size)
         .runtime(deadpool::Runtime::Tokio1)

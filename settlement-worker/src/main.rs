@@ -42,7 +42,7 @@ async fn main() -> ExitCode {
 async fn start(cli: Cli) -> anyhow::Result<()> {
     let mut config = WorkerConfig::load(cli.config.as_deref())?;
     if let Some(url) = cli.database_url {
-        config.database.url = Some(url);
+        config.database.url = Some(url.into());
     }
     if let Some(format) = cli.log_format {
         config.log.format = format;

@@ -249,9 +249,12 @@ impl BalanceConnection {
     /// `synchronous_commit` is raised to `on` when the server's default is `off`.
     pub async fn connect(config: &PoolConfig) -> Result<BalanceConnection, DbError> {
         let connecting = async {
-            let (client, connection) = tokio_postgres::connect(&config.url, tokio_postgres::NoTls)
-                .await
-                .map_err(unavailable)?;
+            let (client, connection) = tokio_postgres::connect(
+                secrecy::ExposeSecret::expose_secret(&config.url),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .map_err(unavailable)?;
             tokio::spawn(async move {
                 if let Err(err) = connection.await {
                     tracing::debug!(error = %err, "balance connection closed");

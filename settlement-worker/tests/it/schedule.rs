@@ -121,7 +121,7 @@ async fn two_replicas_follow_each_schedule() -> anyhow::Result<()> {
 async fn an_unreachable_database_is_retried_not_fatal() -> anyhow::Result<()> {
     let mut config = replica_config("replica-a");
     // Port 1 on localhost: connection refused at once.
-    config.database.url = Some("postgres://nobody:nothing@127.0.0.1:1/none".to_owned());
+    config.database.url = Some(String::from("postgres://nobody:nothing@127.0.0.1:1/none").into());
     config.database.connect_timeout_ms = 200;
     let pool = schema::build_pool(&config.database.pool_config("test")?)?;
     let shutdown = CancellationToken::new();
