@@ -27,6 +27,7 @@ pub mod pool;
 pub mod schema;
 #[cfg(feature = "test-util")]
 pub mod test_db;
+pub mod tls;
 
 pub use enums::{ClaimState, JournalKind, LedgerKind, Relation, SettlementState};
 pub use error::DbError;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -53,7 +53,7 @@ impl PoolConfig {
 pub async fn connect(config: &PoolConfig) -> Result<AsyncPgConnection, DbError> {
     let setup = setup_sql(config);
     let connecting = async {
-        let mut conn = AsyncPgConnection::establish(config.url.expose_secret()).await?;
+        let mut conn = crate::tls::establish(config.url.expose_secret()).await?;
         conn.batch_execute(&setup).await?;
         Ok::<_, DbError>(conn)
     };
@@ -72,7 +72,7 @@ pub fn build_pool(config: &PoolConfig) -> Result<DbPool, DbError> {
         let url = url.to_owned();
         let setup = setup.clone();
         Box::pin(async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
+            let mut conn = crate::tls::establish(&url).await?;
             conn.batch_execute(&setup)
                 .await
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;

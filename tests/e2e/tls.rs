@@ -255,3 +255,146 @@ async fn a_tls_listener_reloads_its_certificate_on_sighup_and_keeps_its_connecti
     );
     assert!(matches!(pay_on(&mut after).await, Packet::Fulfill(_)));
 }
+
+/// Turns TLS on in the test cluster (on this machine) with `leaf` as its certificate: the
+/// files go into its data directory, owned by the server's user, and it reloads.
+async fn enable_database_tls(url: &str, leaf: &e2e::tls::Leaf) {
+    use diesel::sql_types::Text;
+    use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        setting: String,
+    }
+    let mut conn = diesel_async::AsyncPgConnection::establish(url)
+        .await
+        .unwrap();
+    let dir: Setting = diesel::sql_query("SELECT current_setting('data_directory') AS setting")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    for (file, pem) in [
+        (
+            "e2e-server.crt",
+            std::fs::read_to_string(&leaf.cert_file).unwrap(),
+        ),
+        (
+            "e2e-server.key",
+            std::fs::read_to_string(&leaf.key_file).unwrap(),
+        ),
+    ] {
+        let path = format!("{}/{file}", dir.setting);
+        // Owned like the data directory (the server's user), readable by it alone: what
+        // PostgreSQL asks of a key file.
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let owner = std::fs::metadata(&dir.setting).unwrap();
+        std::fs::write(&path, pem).unwrap();
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    for statement in [
+        "ALTER SYSTEM SET ssl_cert_file = 'e2e-server.crt'",
+        "ALTER SYSTEM SET ssl_key_file = 'e2e-server.key'",
+        "ALTER SYSTEM SET ssl = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        conn.batch_execute(statement).await.unwrap();
+    }
+    // Reloads are asynchronous: wait until a TLS connection goes through.
+    let check = format!(
+        "{url}{}sslmode=require",
+        if url.contains('?') { '&' } else { '?' }
+    );
+    e2e::wait_for(Duration::from_secs(10), "TLS in the database", || async {
+        schema::tls::connect_client(&check).await.ok().map(drop)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_database_over_tls_with_verify_full_and_a_wrong_ca_refused() {
+    // Proves sslmode=verify-full with sslrootcert: the pool, the LISTEN connection and the
+    // balance writer all connect over TLS (pg_stat_ssl says so) and a packet is posted; a
+    // CA that did not sign the server's certificate is refused with a clear error.
+    let pki = TestPki::new();
+    let leaf = pki.leaf("database", &["127.0.0.1", "localhost"]);
+    let db = Arc::new(TestDb::new().await);
+    enable_database_tls(db.url(), &leaf).await;
+    let receiver = e2e::Receiver::start(e2e::Behaviour::Fulfill).await;
+    add_child(db.url(), "alice", "");
+    cli(
+        db.url(),
+        &[
+            "accounts",
+            "add",
+            "bob",
+            "--relation",
+            "child",
+            "--asset-code",
+            "USD",
+            "--asset-scale",
+            "2",
+            "--outgoing-url",
+            &receiver.url(),
+        ],
+    );
+    let separator = if db.url().contains('?') { '&' } else { '?' };
+    let tls_url = format!(
+        "{}{separator}sslmode=verify-full&sslrootcert={}",
+        db.url(),
+        pki.ca_file().display()
+    );
+    let node = Node::start_with_url(&tls_url, "test.node", "127.0.0.1:0", &[]);
+    assert!(matches!(pay(&node).await, Packet::Fulfill(_)));
+    let rows = e2e::account_balances(db.url()).await;
+    assert_eq!(
+        rows.iter().find(|r| r.username == "alice").unwrap().balance,
+        -5
+    );
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::Int8)]
+        n: i64,
+    }
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    let mut conn = diesel_async::AsyncPgConnection::establish(db.url())
+        .await
+        .unwrap();
+    let plain: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name LIKE 'ilp-connector%' AND a.datname = current_database() AND NOT s.ssl",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    let secured: Count = diesel::sql_query(
+        "SELECT count(DISTINCT a.application_name) AS n FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name IN ('ilp-connector', 'ilp-connector-balances', 'ilp-connector-listen') \
+         AND a.datname = current_database() AND s.ssl",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        (plain.n, secured.n),
+        (0, 3),
+        "pool, writer and LISTEN over TLS"
+    );
+
+    let stranger = TestPki::new();
+    let wrong_url = format!(
+        "{}{separator}sslmode=verify-full&sslrootcert={}",
+        db.url(),
+        stranger.ca_file().display()
+    );
+    let out = std::process::Command::new(e2e::binary("ilp-connector"))
+        .args(["accounts", "list"])
+        .env("DATABASE_URL", &wrong_url)
+        .env_remove("ILP_CONNECTOR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
+}

@@ -249,17 +249,9 @@ impl BalanceConnection {
     /// `synchronous_commit` is raised to `on` when the server's default is `off`.
     pub async fn connect(config: &PoolConfig) -> Result<BalanceConnection, DbError> {
         let connecting = async {
-            let (client, connection) = tokio_postgres::connect(
-                secrecy::ExposeSecret::expose_secret(&config.url),
-                tokio_postgres::NoTls,
-            )
-            .await
-            .map_err(unavailable)?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(error = %err, "balance connection closed");
-                }
-            });
+            let client =
+                crate::tls::connect_client(secrecy::ExposeSecret::expose_secret(&config.url))
+                    .await?;
             client
                 .batch_execute(&format!(
                     "{}; SET plan_cache_mode = force_generic_plan",
