@@ -188,8 +188,9 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
         limits: http_limits,
         tls: http_tls.clone(),
     });
-    if let Some(tls) = http_tls {
-        tls.reload_on_sighup("ilp-over-http", stop.clone())?;
+    match http_tls {
+        Some(tls) => tls.reload_on_sighup("ilp-over-http", stop.clone())?,
+        None => runtime::tls::ignore_sighup(stop.clone())?,
     }
     tracing::info!(
         listen = %listener.local_addr()?,

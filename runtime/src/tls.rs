@@ -217,3 +217,20 @@ impl ServerTls {
         Ok(())
     }
 }
+
+/// Keeps SIGHUP from ending the process when no listener has a certificate to read again
+/// (`systemctl reload` sends it): it is logged and otherwise ignored, until `shutdown`.
+pub fn ignore_sighup(shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hangups.recv() => if got.is_none() { return },
+            }
+            tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+        }
+    });
+    Ok(())
+}
