@@ -17,7 +17,9 @@
 # Settings: CONCURRENCIES="1 16 64" DURATION=10 WARMUP=1 AMOUNT=10 LABEL=<mode>; CREDIT_LIMIT=N
 # gives alice a credit limit, so her Prepares are held against durable reservations; FX=1
 # puts a conversion on the path: bob's asset is ABC (rates XYZ 1, ABC 0.5, spread 0.002), so
-# each 10 XYZ units reach the sink as 19 ABC units.
+# each 10 XYZ units reach the sink as 19 ABC units. TLS=1 (our harness only) makes the
+# connector's listener HTTPS with a certificate of a throwaway CA (openssl) and the load
+# generator a TLS client; the hop to the sink stays plain.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -95,6 +97,19 @@ connector)
     $bin accounts add bob --asset-code "$bob_asset" --asset-scale 9 --relation child --outgoing-url "http://127.0.0.1:$sink_port/ilp" --outgoing-token bob-secret >/dev/null
     $bin routes add example.bob bob >/dev/null
     url=http://$listen/ilp token=alice-token
+    if [ "${TLS:-0}" = 1 ]; then
+        [ "$harness" = ours ] || { echo "bench.sh: TLS=1 needs HARNESS=ours" >&2; exit 2; }
+        pki=$out/pki && mkdir -p "$pki"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench-ca \
+            -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+            -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$pki/ext"
+        openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
+            -days 2 -extfile "$pki/ext" -out "$pki/server.pem" 2>/dev/null
+        export ILP_CONNECTOR_HTTP__TLS_CERT_FILE=$pki/server.pem ILP_CONNECTOR_HTTP__TLS_KEY_FILE=$pki/server.key
+        url=https://$listen/ilp
+    fi
     ;;
 *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
@@ -110,7 +125,7 @@ if [ "$mode" = connector ]; then
     pids+=($!)
     watch=("connector:$!" "${watch[@]}")
 fi
-for _ in $(seq 100); do curl -s -o /dev/null "$url" && break; sleep 0.1; done
+for _ in $(seq 100); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
 
 header="| series | conc | fulfilled/s | p50 us | p90 us | p99 us | p99.9 us | rejects | errors | CPU us/pkt: loadgen"
 for w in "${watch[@]}"; do header+=" ${w%%:*}"; done
@@ -124,6 +139,7 @@ for c in $concurrencies; do
     args=(--url "$url" --destination example.bob.sink --amount "$amount" --concurrency "$c" --duration "$duration" --warmup "$warmup" --max-packets 5000000)
     [ -n "$token" ] && args+=(--token "$token")
     [ "$harness" = shared ] && args+=(--threads 1)
+    [ "${TLS:-0}" = 1 ] && args+=(--ca-file "$out/pki/ca.pem")
     # bash's `time` reports the load generator's own user + system CPU, in seconds.
     lg_seconds=$( { TIMEFORMAT='%U %S'; time "$loadgen" "${args[@]}" >"$raw" 2>&1; } 2>&1 | awk '{ print $1 + $2 }' ) || true
     line=$(grep '^loadgen: fulfilled=' "$raw" | tail -n 1)

@@ -25,9 +25,13 @@ use hyper_util::rt::TokioIo;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// ILP-over-HTTP endpoint on a loopback address, e.g. http://127.0.0.1:7770/ilp.
+    /// ILP-over-HTTP endpoint on a loopback address, e.g. http://127.0.0.1:7770/ilp
+    /// (`https://` with --ca-file).
     #[arg(long)]
     url: hyper::Uri,
+    /// PEM CA certificate(s) to trust for an `https://` URL.
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
     /// Sent as `Authorization: Bearer TOKEN`.
     #[arg(long)]
     token: Option<String>,
@@ -103,10 +107,36 @@ fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(drive(args, addr, fulfillment))
+    let tls = match args.url.scheme_str() {
+        Some("https") => Some(tls_connector(args.ca_file.as_deref())?),
+        _ => None,
+    };
+    runtime.block_on(drive(args, addr, fulfillment, tls))
 }
 
-async fn drive(args: Args, addr: SocketAddr, fulfillment: [u8; 32]) -> anyhow::Result<()> {
+/// A TLS connector trusting the CA certificates in `ca_file`.
+fn tls_connector(ca_file: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls_pki_types::pem::PemObject;
+    let ca_file = ca_file.ok_or_else(|| anyhow::anyhow!("an https:// --url needs --ca-file"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca_file)? {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+async fn drive(
+    args: Args,
+    addr: SocketAddr,
+    fulfillment: [u8; 32],
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> anyhow::Result<()> {
     let args = Arc::new(args);
     let condition = condition_for(&fulfillment);
     let start = Instant::now();
@@ -115,7 +145,7 @@ async fn drive(args: Args, addr: SocketAddr, fulfillment: [u8; 32]) -> anyhow::R
     let started = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (args, started) = (args.clone(), started.clone());
+        let (args, started, tls) = (args.clone(), started.clone(), tls.clone());
         workers.push(tokio::spawn(async move {
             let mut seen = Seen::default();
             let mut sender = None;
@@ -131,8 +161,14 @@ async fn drive(args: Args, addr: SocketAddr, fulfillment: [u8; 32]) -> anyhow::R
                 .build()
                 .expect("an empty-data Prepare builds");
                 let sent = Instant::now();
-                let outcome =
-                    exchange(&mut sender, addr, &args, prepare.into_bytes().freeze()).await;
+                let outcome = exchange(
+                    &mut sender,
+                    addr,
+                    &args,
+                    tls.as_ref(),
+                    prepare.into_bytes().freeze(),
+                )
+                .await;
                 if sent < measure_from {
                     continue;
                 }
@@ -201,13 +237,28 @@ async fn exchange(
     sender: &mut Option<http1::SendRequest<Full<Bytes>>>,
     addr: SocketAddr,
     args: &Args,
+    tls: Option<&tokio_rustls::TlsConnector>,
     body: Bytes,
 ) -> anyhow::Result<Packet> {
     if sender.as_ref().is_none_or(|s| s.is_closed()) {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (send, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
+        let send = match tls {
+            None => {
+                let (send, connection) = http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(connection);
+                send
+            }
+            Some(tls) => {
+                let name = rustls_pki_types::ServerName::try_from(
+                    args.url.host().unwrap_or("localhost").to_owned(),
+                )?;
+                let stream = tls.connect(name, stream).await?;
+                let (send, connection) = http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(connection);
+                send
+            }
+        };
         *sender = Some(send);
     }
     let Some(send) = sender.as_mut() else {
