@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connector::packet::{ErrorCode, Packet};
-use e2e::{Behaviour, Node, Receiver, add_child, cli, send_prepare};
+use e2e::{Behaviour, Node, Receiver, add_child, add_receiver, send_prepare};
 use schema::test_db::TestDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,22 +18,7 @@ async fn node(receiver: &Receiver, env: &[(&str, &str)]) -> Node {
     let db = Arc::new(TestDb::new().await);
     add_child(db.url(), "alice", "");
     add_child(db.url(), "carol", "");
-    cli(
-        db.url(),
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--outgoing-url",
-            &receiver.url(),
-        ],
-    );
+    add_receiver(db.url(), &receiver.url());
     let mut env = env.to_vec();
     env.push(("ILP_CONNECTOR_ADMIN__LISTEN", "127.0.0.1:0"));
     Node::start_on(db, "test.node", &env)
@@ -216,22 +201,7 @@ async fn reject_codes_a_peer_makes_up_share_one_metric_label() {
     let db = Arc::new(TestDb::new().await);
     let made_up = made_up_code_peer().await;
     add_child(db.url(), "alice", "");
-    cli(
-        db.url(),
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--outgoing-url",
-            &made_up,
-        ],
-    );
+    add_receiver(db.url(), &made_up);
     let node = Node::start_on(
         db,
         "test.node",

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{Behaviour, Node, Receiver, Traffic, add_child, cli, run_traffic, wait_for};
+use e2e::{
+    Behaviour, Node, Receiver, Traffic, add_child, add_receiver, cli, run_traffic, wait_for,
+};
 use schema::test_db::TestDb;
 
 /// Two connectors on one database, each knowing the other is live; alice limited by `limit`.
@@ -17,22 +19,7 @@ async fn two_replicas(receiver: &Receiver, limit: &[&str]) -> (Arc<TestDb>, [Nod
     let mut update = vec!["accounts", "update", "alice"];
     update.extend_from_slice(limit);
     cli(db.url(), &update);
-    cli(
-        db.url(),
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--outgoing-url",
-            &receiver.url(),
-        ],
-    );
+    add_receiver(db.url(), &receiver.url());
     let nodes = [
         Node::start_on(db.clone(), "test.node", &[]),
         Node::start_on(db.clone(), "test.node", &[]),

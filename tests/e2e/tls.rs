@@ -9,31 +9,14 @@ use std::time::Duration;
 
 use connector::packet::{ErrorCode, Packet};
 use e2e::tls::{Alpn, TestPki, TlsReceiver};
-use e2e::{Node, add_child, cli, send_prepare};
+use e2e::{Node, add_child, add_receiver, send_prepare};
 use schema::test_db::TestDb;
 
 /// A node whose bob is the HTTPS endpoint `url`, trusting `pki`'s CA alone, with `env`.
 async fn node(url: &str, pki: &TestPki, env: &[(&str, &str)]) -> Node {
     let db = Arc::new(TestDb::new().await);
     add_child(db.url(), "alice", "");
-    cli(
-        db.url(),
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--outgoing-url",
-            url,
-            "--outgoing-token",
-            "secret-over-tls",
-        ],
-    );
+    add_receiver(db.url(), url);
     let ca = pki.ca_file().display().to_string();
     let mut all = vec![
         ("ILP_CONNECTOR_TLS__CA_FILE", ca.as_str()),
@@ -190,22 +173,7 @@ async fn a_tls_listener_reloads_its_certificate_on_sighup_and_keeps_its_connecti
     let receiver = e2e::Receiver::start(e2e::Behaviour::Fulfill).await;
     let db = Arc::new(TestDb::new().await);
     add_child(db.url(), "alice", "");
-    cli(
-        db.url(),
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--outgoing-url",
-            &receiver.url(),
-        ],
-    );
+    add_receiver(db.url(), &receiver.url());
     let (cert, key) = (
         first.cert_file.display().to_string(),
         first.key_file.display().to_string(),
@@ -322,22 +290,7 @@ async fn the_database_over_tls_with_verify_full_and_a_wrong_ca_refused() {
     enable_database_tls(db.url(), &leaf).await;
     let receiver = e2e::Receiver::start(e2e::Behaviour::Fulfill).await;
     add_child(db.url(), "alice", "");
-    cli(
-        db.url(),
-        &[
-            "accounts",
-            "add",
-            "bob",
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--outgoing-url",
-            &receiver.url(),
-        ],
-    );
+    add_receiver(db.url(), &receiver.url());
     let separator = if db.url().contains('?') { '&' } else { '?' };
     let tls_url = format!(
         "{}{separator}sslmode=verify-full&sslrootcert={}",
