@@ -20,6 +20,12 @@
 # each 10 XYZ units reach the sink as 19 ABC units. TLS=1 (our harness only) makes the
 # connector's listener HTTPS with a certificate of a throwaway CA (openssl) and the load
 # generator a TLS client; the hop to the sink stays plain.
+# ACCOUNTS=N adds N customer accounts (children cust1..custN, each next hop the sink) and a
+# static route per customer (example.cust.custI) in SQL before the connector starts, like a
+# wallet with one account per customer; the connector's start-to-serving time and RSS are
+# printed. ROUTE_CHANGE=1 adds a route with the CLI halfway through each series
+# (example.late-<c> -> bob) and prints how long until a probe packet to it is fulfilled,
+# beside the series' slowest packet.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -54,12 +60,14 @@ pg_ticks() {
     echo "$total"
 }
 
+# Our load generator also probes for ROUTE_CHANGE=1.
+cargo build --release --quiet -p e2e --bin ilp-loadgen --bin ilp-sink
+probe=$repo/target/release/ilp-loadgen
 if [ "$harness" = shared ]; then
     (cd "$bench" && CARGO_TARGET_DIR=$repo/target/bench-harness cargo build --release --quiet)
     loadgen=$repo/target/bench-harness/release/ilp-bench-loadgen
     sink_bin=$repo/target/bench-harness/release/ilp-bench-sink
 else
-    cargo build --release --quiet -p e2e --bin ilp-loadgen --bin ilp-sink
     loadgen=$repo/target/release/ilp-loadgen
     sink_bin=$repo/target/release/ilp-sink
 fi
@@ -96,6 +104,18 @@ connector)
     fi
     $bin accounts add bob --asset-code "$bob_asset" --asset-scale 9 --relation child --outgoing-url "http://127.0.0.1:$sink_port/ilp" --outgoing-token bob-secret >/dev/null
     $bin routes add example.bob bob >/dev/null
+    if [ "${ACCOUNTS:-0}" -gt 0 ]; then
+        psql -q -v ON_ERROR_STOP=1 "$db_url" <<SQL
+WITH a AS (
+    INSERT INTO accounts (username, asset_code, asset_scale, relation, incoming_token_hash, outgoing_url)
+    SELECT 'cust' || g, 'XYZ', 9, 'child', sha256(('cust-token-' || g)::bytea), 'http://127.0.0.1:$sink_port/ilp'
+    FROM generate_series(1, ${ACCOUNTS}) g
+    RETURNING id, username
+), b AS (INSERT INTO balances (account_id) SELECT id FROM a)
+INSERT INTO routes (prefix, account_id) SELECT 'example.cust.' || username, id FROM a;
+SQL
+        echo "accounts: $(psql -qtA "$db_url" -c "SELECT count(*) FROM accounts"), routes: $(psql -qtA "$db_url" -c "SELECT count(*) FROM routes")"
+    fi
     url=http://$listen/ilp token=alice-token
     if [ "${TLS:-0}" = 1 ]; then
         [ "$harness" = ours ] || { echo "bench.sh: TLS=1 needs HARNESS=ours" >&2; exit 2; }
@@ -119,13 +139,37 @@ if [ "$mode" != anchor ]; then
     pids+=($!)
     watch+=("sink:$!")
 fi
+started_ns=$(date +%s%N)
 if [ "$mode" = connector ]; then
     RUST_LOG=warn ILP_CONNECTOR_NODE__ILP_ADDRESS=example.connector ILP_CONNECTOR_HTTP__LISTEN=$listen \
         $bin serve 2>"$out/connector.log" &
     pids+=($!)
     watch=("connector:$!" "${watch[@]}")
 fi
-for _ in $(seq 100); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
+for _ in $(seq 2000); do curl -sk -o /dev/null "$url" && break; sleep 0.005; done
+if [ "$mode" = connector ]; then
+    echo "connector start to serving: $(( ($(date +%s%N) - started_ns) / 1000000 )) ms; RSS then: $(awk '/VmRSS/ {print $2, $3}' "/proc/${watch[0]#*:}/status")"
+fi
+
+ms_now() { echo $(( $(date +%s%N) / 1000000 )); }
+# Adds example.late-<c> -> bob with the CLI after $1 seconds, then probes it until a packet
+# to it is fulfilled.
+route_change() {
+    local c=$1 probe_args fulfilled cli_start cli_done
+    sleep "$2"
+    probe_args=(--url "$url" --destination "example.late-$c.x" --concurrency 1 --duration 0.001 --warmup 0 --max-packets 1)
+    [ -n "$token" ] && probe_args+=(--token "$token")
+    [ "${TLS:-0}" = 1 ] && probe_args+=(--ca-file "$out/pki/ca.pem")
+    cli_start=$(ms_now)
+    $bin routes add "example.late-$c" bob >/dev/null
+    cli_done=$(ms_now)
+    for _ in $(seq 1000); do
+        fulfilled=$("$probe" "${probe_args[@]}" 2>/dev/null | sed -n 's/.*fulfilled=\([0-9]*\).*/\1/p')
+        [ "${fulfilled:-0}" = 1 ] && break
+        sleep 0.005
+    done
+    echo "route added with the CLI under load at c=$c: used $(( $(ms_now) - cli_done )) ms after the CLI returned (the CLI took $(( cli_done - cli_start )) ms)"
+}
 
 header="| series | conc | fulfilled/s | p50 us | p90 us | p99 us | p99.9 us | rejects | errors | CPU us/pkt: loadgen"
 for w in "${watch[@]}"; do header+=" ${w%%:*}"; done
@@ -141,6 +185,11 @@ for c in $concurrencies; do
     [ "$harness" = shared ] && args+=(--threads 1)
     [ "${TLS:-0}" = 1 ] && args+=(--ca-file "$out/pki/ca.pem")
     # bash's `time` reports the load generator's own user + system CPU, in seconds.
+    changer=
+    if [ "${ROUTE_CHANGE:-0}" = 1 ] && [ "$mode" = connector ]; then
+        route_change "$c" "$(awk -v w="$warmup" -v d="$duration" 'BEGIN { print w + d / 2 }')" >"$out/$label-c$c-route.txt" &
+        changer=$!
+    fi
     lg_seconds=$( { TIMEFORMAT='%U %S'; time "$loadgen" "${args[@]}" >"$raw" 2>&1; } 2>&1 | awk '{ print $1 + $2 }' ) || true
     line=$(grep '^loadgen: fulfilled=' "$raw" | tail -n 1)
     field() { sed -n "s/.*[: ]$1=\([^ ]*\).*/\1/p" <<<"$line"; }
@@ -151,6 +200,10 @@ for c in $concurrencies; do
     done
     [ "$mode" = connector ] && cpu+=" $(awk -v t=$(( $(pg_ticks) - pg_before )) -v n="$fulfilled" -v hz="$tck" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')"
     echo "| $label | $c | $(field pps) | $(field p50_us) | $(field p90_us) | $(field p99_us) | $(field p999_us) | $(field rejected) $(field reject_codes) | $(field errors) |$cpu |"
+    if [ -n "$changer" ]; then
+        wait "$changer" || true
+        echo "  $(cat "$out/$label-c$c-route.txt"); slowest packet of the series: $(field max_us) us"
+    fi
 done
 if [ "$mode" = connector ]; then
     echo "connector peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/${watch[0]#*:}/status")"

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::{SharedDirectory, keep_directory_fresh, load_directory};
+use crate::accounts::{SharedDirectory, keep_directory_fresh, listen_for_changes, load_directory};
 use crate::balance::sweeper;
 use crate::balance::writer::PgBalanceStore;
 use crate::config::ConnectorConfig;
@@ -58,12 +58,15 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
     };
 
     let instance_name = runtime::instance::default_instance_name();
-    let (instance, directory) = loop {
+    let mut listen_config = pool_config.clone();
+    listen_config.application_name = "ilp-connector-listen".to_owned();
+    let (instance, listening, directory) = loop {
         let started = async {
             let mut conn = pool.get().await?;
             let instance = register_instance(&mut conn, &instance_name).await?;
+            let listening = listen_for_changes(&listen_config).await?;
             let directory = load_directory(&mut conn, &node).await?;
-            Ok::<_, schema::DbError>((instance, directory))
+            Ok::<_, schema::DbError>((instance, listening, directory))
         };
         match started.await {
             Ok(started) => break started,
@@ -101,10 +104,9 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
             stop.cancel();
         }
     });
-    let mut listen_config = pool_config.clone();
-    listen_config.application_name = "ilp-connector-listen".to_owned();
     tasks.spawn(keep_directory_fresh(
         listen_config,
+        listening,
         pool.clone(),
         (*node).clone(),
         directory.clone(),

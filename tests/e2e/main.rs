@@ -3,6 +3,7 @@
 
 mod balances;
 mod database_faults;
+mod directory;
 mod exchange;
 mod hostile_peers;
 mod operations;

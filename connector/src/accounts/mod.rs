@@ -1,26 +1,27 @@
 //! Accounts, routes, ledgers and exchange rates, cached in memory so the packet path does no lookup query.
 //!
-//! A [`Directory`] is an immutable snapshot built from the database; [`SharedDirectory`]
-//! swaps in a new one whole. [`keep_directory_fresh`] reloads it when PostgreSQL says
-//! accounts, routes, ledgers or rates changed (`LISTEN ilp_config`, fired by triggers on those
-//! tables), and every [`RELOAD_INTERVAL`] in case a notification was missed (e.g. across a
-//! reconnect). Ledgers are cached for `peer.settle`: its handler needs each ledger's kind
-//! and, for an RFC 38 ledger, the engine's URL.
+//! A [`Directory`] is an immutable snapshot; [`SharedDirectory`] swaps in the next one.
+//! [`keep_directory_fresh`] loads it whole at start-up and after a lost LISTEN connection, and
+//! otherwise applies just what changed: the triggers on `accounts` and `routes` name the row in
+//! their `NOTIFY ilp_config` payload (`accounts 42`, `routes g.bob`), the ones on `ledgers` and
+//! `rates` name the table, and one query per burst reads those rows. Ledgers are cached for
+//! `peer.settle`: its handler needs each ledger's kind and, for an RFC 38 ledger, the engine's
+//! URL.
 
 pub mod routing_table;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::StreamExt;
 use hyper::header::HeaderValue;
-use schema::models::account::{Account, Relation, list_live_accounts};
+use schema::models::account::{Account, Relation, find_accounts, list_live_accounts};
 use schema::models::ledger::{LedgerKind, LedgerOptions, list_ledger_options};
 use schema::models::rate::list_rates;
-use schema::models::route::{Route, list_routes};
+use schema::models::route::{Route, find_routes, list_routes};
 use schema::{DbError, DbPool, PoolConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -29,8 +30,6 @@ use crate::rates::RateTable;
 
 pub use routing_table::RoutingTable;
 
-/// Fallback reload period, for notifications lost while disconnected.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 /// Wait before reconnecting the LISTEN connection after it failed.
 pub const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
@@ -196,20 +195,24 @@ fn engine_url_of(options: &serde_json::Value) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
-/// One consistent snapshot of accounts, routes and ledgers.
-#[derive(Debug, Default)]
+/// One consistent snapshot of accounts, routes, ledgers and rates.
+///
+/// Its maps are persistent ([`imbl::HashMap`]): cloning a directory is O(1) and changing one
+/// account or route in the clone is O(log n), so a change never copies the whole directory
+/// and the packets in flight keep reading the snapshot they started with.
+#[derive(Debug, Clone, Default)]
 pub struct Directory {
-    by_token_hash: HashMap<[u8; 32], Arc<AccountInfo>>,
-    by_username: HashMap<String, Arc<AccountInfo>>,
-    by_id: HashMap<i64, Arc<AccountInfo>>,
+    by_id: imbl::HashMap<i64, Arc<AccountInfo>>,
+    by_token_hash: imbl::HashMap<[u8; 32], Arc<AccountInfo>>,
+    by_username: imbl::HashMap<String, Arc<AccountInfo>>,
     routes: RoutingTable,
     ledgers: HashMap<String, Arc<LedgerInfo>>,
     rates: RateTable,
 }
 
 impl Directory {
-    /// Builds a snapshot: each account's own address routes to it; static routes are added
-    /// after, so a static route for the same prefix wins.
+    /// Builds a snapshot: each account's own address routes to it; a static route for the
+    /// same prefix wins.
     pub fn build(
         node: &Address,
         accounts: &[Account],
@@ -218,29 +221,63 @@ impl Directory {
     ) -> Directory {
         let mut directory = Directory::default();
         for row in accounts {
-            let Some(info) = AccountInfo::from_row(row, node) else {
-                continue;
-            };
-            let info = Arc::new(info);
-            directory.routes.insert(info.ilp_address.as_str(), info.id);
-            directory
-                .by_token_hash
-                .insert(info.token_hash, info.clone());
-            directory
-                .by_username
-                .insert(info.username.to_ascii_lowercase(), info.clone());
-            directory.by_id.insert(info.id, info);
+            directory.put_account(node, row);
         }
         for route in routes {
-            if directory.by_id.contains_key(&route.account_id) {
-                directory.routes.insert(&route.prefix, route.account_id);
-            }
+            directory.put_route(&route.prefix, Some(route.account_id));
         }
-        for row in ledgers {
-            let info = LedgerInfo::from_row(row);
-            directory.ledgers.insert(info.name.clone(), Arc::new(info));
-        }
+        directory.set_ledgers(ledgers);
         directory
+    }
+
+    /// Adds or replaces the account of `row`'s id; a removed or unusable row takes the
+    /// account out.
+    pub fn put_account(&mut self, node: &Address, row: &Account) {
+        self.remove_account(row.id);
+        if row.deleted_at.is_some() {
+            return;
+        }
+        let Some(info) = AccountInfo::from_row(row, node) else {
+            return;
+        };
+        let info = Arc::new(info);
+        self.routes.set_address(info.ilp_address.as_str(), info.id);
+        self.by_token_hash.insert(info.token_hash, info.clone());
+        self.by_username
+            .insert(info.username.to_ascii_lowercase(), info.clone());
+        self.by_id.insert(info.id, info);
+    }
+
+    /// Takes the account with this id out (its static routes stay, leading nowhere until
+    /// they are removed or it comes back).
+    pub fn remove_account(&mut self, id: i64) {
+        let Some(old) = self.by_id.remove(&id) else {
+            return;
+        };
+        self.routes.clear_address(old.ilp_address.as_str(), id);
+        if self.by_token_hash.get(&old.token_hash).map(|a| a.id) == Some(id) {
+            self.by_token_hash.remove(&old.token_hash);
+        }
+        let username = old.username.to_ascii_lowercase();
+        if self.by_username.get(&username).map(|a| a.id) == Some(id) {
+            self.by_username.remove(&username);
+        }
+    }
+
+    /// Points the static route `prefix` at `account_id`; `None` removes it.
+    pub fn put_route(&mut self, prefix: &str, account_id: Option<i64>) {
+        self.routes.set_route(prefix, account_id);
+    }
+
+    /// Replaces the ledgers.
+    pub fn set_ledgers(&mut self, ledgers: &[LedgerOptions]) {
+        self.ledgers = ledgers
+            .iter()
+            .map(|row| {
+                let info = LedgerInfo::from_row(row);
+                (info.name.clone(), Arc::new(info))
+            })
+            .collect();
     }
 
     /// The exchange rates.
@@ -281,7 +318,7 @@ impl Directory {
     /// The next hop for `destination`.
     pub fn route(&self, destination: &str) -> Option<&Arc<AccountInfo>> {
         self.routes
-            .resolve(destination)
+            .resolve(destination, |id| self.by_id.contains_key(&id))
             .and_then(|id| self.by_id.get(&id))
     }
 
@@ -290,7 +327,7 @@ impl Directory {
         self.by_id.len()
     }
 
-    /// Number of routing table entries.
+    /// Number of routing table entries (prefixes).
     pub fn route_count(&self) -> usize {
         self.routes.len()
     }
@@ -317,7 +354,49 @@ impl SharedDirectory {
     }
 }
 
-/// Reads accounts, routes and ledgers from the database.
+/// What a burst of `NOTIFY ilp_config` payloads asks to reload (see migration 000013 for
+/// the payloads the triggers send).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    accounts: BTreeSet<i64>,
+    routes: BTreeSet<String>,
+    ledgers: bool,
+    rates: bool,
+    /// A payload naming no row (a TRUNCATE, or a trigger this version does not know).
+    everything: bool,
+}
+
+impl Changes {
+    /// Records one payload.
+    pub fn note(&mut self, payload: &str) {
+        match payload.split_once(' ') {
+            Some(("accounts", id)) => match id.parse() {
+                Ok(id) => {
+                    self.accounts.insert(id);
+                }
+                Err(_) => self.everything = true,
+            },
+            Some(("routes", prefix)) => {
+                self.routes.insert(prefix.to_owned());
+            }
+            None if payload == "ledgers" => self.ledgers = true,
+            None if payload == "rates" => self.rates = true,
+            _ => self.everything = true,
+        }
+    }
+
+    /// How many rows it names.
+    pub fn len(&self) -> usize {
+        self.accounts.len() + self.routes.len()
+    }
+
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
+/// Reads accounts, routes, ledgers and rates from the database.
 pub async fn load_directory(
     conn: &mut AsyncPgConnection,
     node: &Address,
@@ -331,73 +410,212 @@ pub async fn load_directory(
     Ok(directory)
 }
 
-async fn reload(pool: &DbPool, node: &Address, shared: &SharedDirectory) -> Result<(), DbError> {
+/// Most rows one query asks for; a larger burst takes several.
+const ROWS_PER_QUERY: usize = 10_000;
+
+/// Applies `changes` to a copy of the current directory and swaps it in. A change naming
+/// no row reloads everything.
+pub async fn apply_changes(
+    pool: &DbPool,
+    node: &Address,
+    shared: &SharedDirectory,
+    changes: &Changes,
+) -> Result<(), DbError> {
     let mut conn = pool.get().await?;
-    let directory = load_directory(&mut conn, node).await?;
+    if changes.everything {
+        let directory = load_directory(&mut conn, node).await?;
+        report(&directory, "full");
+        tracing::info!(
+            accounts = directory.account_count(),
+            routes = directory.route_count(),
+            ledgers = directory.ledger_count(),
+            rates = directory.rates().len(),
+            "directory reloaded"
+        );
+        shared.replace(directory);
+        return Ok(());
+    }
+    let ids: Vec<i64> = changes.accounts.iter().copied().collect();
+    let mut accounts = HashMap::new();
+    for chunk in ids.chunks(ROWS_PER_QUERY) {
+        for row in find_accounts(&mut conn, chunk).await? {
+            accounts.insert(row.id, row);
+        }
+    }
+    let prefixes: Vec<String> = changes.routes.iter().cloned().collect();
+    let mut routes = HashMap::new();
+    for chunk in prefixes.chunks(ROWS_PER_QUERY) {
+        for route in find_routes(&mut conn, chunk).await? {
+            routes.insert(route.prefix, route.account_id);
+        }
+    }
+    let ledgers = match changes.ledgers {
+        true => Some(list_ledger_options(&mut conn).await?),
+        false => None,
+    };
+    let rates = match changes.rates {
+        true => Some(list_rates(&mut conn).await?),
+        false => None,
+    };
+    drop(conn);
+
+    let mut directory = Directory::clone(&shared.current());
+    for id in &ids {
+        match accounts.get(id) {
+            Some(row) => directory.put_account(node, row),
+            None => directory.remove_account(*id),
+        }
+    }
+    for prefix in &prefixes {
+        directory.put_route(prefix, routes.get(prefix).copied());
+    }
+    if let Some(ledgers) = ledgers {
+        directory.set_ledgers(&ledgers);
+    }
+    if let Some(rates) = rates {
+        directory.set_rates(RateTable::from_rows(&rates));
+    }
+    report(&directory, "incremental");
     tracing::debug!(
-        accounts = directory.account_count(),
-        routes = directory.route_count(),
-        ledgers = directory.ledger_count(),
-        rates = directory.rates().len(),
-        "directory reloaded"
+        accounts = ids.len(),
+        routes = prefixes.len(),
+        ledgers = changes.ledgers,
+        rates = changes.rates,
+        "directory changes applied"
     );
     shared.replace(directory);
     Ok(())
 }
 
-/// Keeps `shared` in step with the database until `shutdown`: reloads on every
-/// `NOTIFY ilp_config`, and every [`RELOAD_INTERVAL`] regardless. Reconnects by itself.
+fn report(directory: &Directory, kind: &'static str) {
+    metrics::counter!("ilp_directory_updates_total", "kind" => kind).increment(1);
+    metrics::gauge!("ilp_directory_accounts").set(directory.account_count() as f64);
+    metrics::gauge!("ilp_directory_routes").set(directory.route_count() as f64);
+}
+
+/// Opens the LISTEN connection for [`keep_directory_fresh`] (`LISTEN ilp_config` done), to be
+/// opened before the start-up [`load_directory`], so no change falls between the two.
+pub async fn listen_for_changes(listen_config: &PoolConfig) -> Result<AsyncPgConnection, DbError> {
+    let mut conn = schema::connect(listen_config).await?;
+    schema::listen_for_config_changes(&mut conn).await?;
+    Ok(conn)
+}
+
+/// Keeps `shared` in step with the database until `shutdown`: applies each `NOTIFY
+/// ilp_config` change (bursts together) on `listening` (from [`listen_for_changes`], opened
+/// before `shared` was loaded), and reloads everything once LISTEN is back after that
+/// connection was lost, so no change is missed. Reconnects by itself.
 pub async fn keep_directory_fresh(
     listen_config: PoolConfig,
+    listening: AsyncPgConnection,
     pool: DbPool,
     node: Address,
     shared: Arc<SharedDirectory>,
     shutdown: CancellationToken,
 ) {
+    report(&shared.current(), "full");
+    let mut listening = Some(listening);
     while !shutdown.is_cancelled() {
-        let mut conn = match schema::connect(&listen_config).await {
-            Ok(conn) => conn,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot open the LISTEN connection; retrying");
-                if tokio::time::timeout(RECONNECT_DELAY, shutdown.cancelled())
-                    .await
-                    .is_ok()
-                {
-                    return;
+        let (mut conn, reconnected) = match listening.take() {
+            Some(conn) => (conn, false),
+            None => match listen_for_changes(&listen_config).await {
+                Ok(conn) => (conn, true),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot LISTEN for directory changes; retrying");
+                    if tokio::time::timeout(RECONNECT_DELAY, shutdown.cancelled())
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
+            },
         };
-        if let Err(err) = schema::listen_for_config_changes(&mut conn).await {
-            tracing::warn!(error = %err, "LISTEN failed; retrying");
-            continue;
+        if reconnected {
+            tracing::info!("LISTEN connection back; reloading the directory");
         }
-        // Reload after LISTEN, so no change falls between the snapshot and the first notice.
-        if let Err(err) = reload(&pool, &node, &shared).await {
-            tracing::warn!(error = %err, "reloading accounts and routes failed");
+        // After a reconnect, everything: changes made while it was down sent no notice here.
+        let mut changes = Changes {
+            everything: reconnected,
+            ..Changes::default()
+        };
+        if follow(&mut conn, &pool, &node, &shared, &mut changes, &shutdown).await {
+            return;
         }
-        let mut notifications = std::pin::pin!(conn.notifications_stream());
-        loop {
+    }
+}
+
+/// Wait between liveness checks of an idle LISTEN connection.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Follows the notices of one LISTEN connection until it fails (`false`) or `shutdown`
+/// (`true`). Changes that cannot be applied (the pool cannot reach the database) are kept
+/// and tried again every [`RECONNECT_DELAY`], together with any that arrive meanwhile.
+async fn follow(
+    conn: &mut AsyncPgConnection,
+    pool: &DbPool,
+    node: &Address,
+    shared: &SharedDirectory,
+    changes: &mut Changes,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut failing = false;
+    loop {
+        if !changes.is_empty() {
+            match apply_changes(pool, node, shared, changes).await {
+                Ok(()) => {
+                    *changes = Changes::default();
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("directory changes applied again");
+                    }
+                }
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %err, "cannot read directory changes; retrying every second");
+                }
+                Err(_) => {}
+            }
+        }
+        let wait = match changes.is_empty() {
+            true => LIVENESS_INTERVAL,
+            false => RECONNECT_DELAY,
+        };
+        let noticed = {
+            let mut notifications = std::pin::pin!(conn.notifications_stream());
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return true,
                 notice = notifications.next() => match notice {
-                    Some(Ok(_)) => {
-                        // Coalesce a burst of changes into one reload.
-                        while let Some(Some(Ok(_))) = futures_util::FutureExt::now_or_never(notifications.next()) {}
+                    Some(Ok(notice)) => {
+                        changes.note(&notice.payload);
+                        // A burst becomes one update (bounded, so a huge one still advances).
+                        while changes.len() < 10 * ROWS_PER_QUERY
+                            && let Some(Some(Ok(notice))) =
+                                futures_util::FutureExt::now_or_never(notifications.next())
+                        {
+                            changes.note(&notice.payload);
+                        }
+                        true
                     }
                     Some(Err(err)) => {
                         tracing::warn!(error = %err, "LISTEN connection failed; reconnecting");
-                        break;
+                        return false;
                     }
                     None => {
                         tracing::warn!("LISTEN connection closed; reconnecting");
-                        break;
+                        return false;
                     }
                 },
-                _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
+                _ = tokio::time::sleep(wait) => false,
             }
-            if let Err(err) = reload(&pool, &node, &shared).await {
-                tracing::warn!(error = %err, "reloading accounts and routes failed");
+        };
+        if !noticed && changes.is_empty() {
+            // Quiet for a while: make sure the connection still answers, or no notice
+            // would ever come.
+            let alive = tokio::time::timeout(RECONNECT_DELAY * 10, conn.batch_execute("SELECT 1"));
+            if !matches!(alive.await, Ok(Ok(()))) {
+                tracing::warn!("LISTEN connection does not answer; reconnecting");
+                return false;
             }
         }
     }

@@ -1,12 +1,23 @@
 //! The routing table: segment-aware longest-prefix match, pure and table-tested.
+//!
+//! A persistent map ([`imbl::HashMap`]): a copy costs O(1) and a change O(log n), so the
+//! directory changes one route at a time while packets keep reading the previous copy.
 
-use std::collections::HashMap;
-
-/// Prefix → next-hop account id. A prefix matches a destination equal to it or starting
-/// with it followed by `.`, so `g.alice` catches `g.alice.x` but not `g.alicebob`.
+/// Prefix → next-hop account. A prefix matches a destination equal to it or starting with it
+/// followed by `.`, so `g.alice` catches `g.alice.x` but not `g.alicebob`. A prefix can be a
+/// static route, an account's own address, or both; the static route wins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoutingTable {
-    prefixes: HashMap<String, i64>,
+    prefixes: imbl::HashMap<String, Entry>,
+}
+
+/// What one prefix leads to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Entry {
+    /// A static route (`routes` row).
+    route: Option<i64>,
+    /// The account whose own address this is.
+    address: Option<i64>,
 }
 
 impl RoutingTable {
@@ -15,9 +26,33 @@ impl RoutingTable {
         RoutingTable::default()
     }
 
-    /// Adds `prefix` → `account_id`, replacing an earlier entry for the same prefix.
-    pub fn insert(&mut self, prefix: &str, account_id: i64) {
-        self.prefixes.insert(prefix.to_owned(), account_id);
+    /// Points the static route `prefix` at `account_id`; `None` removes it.
+    pub fn set_route(&mut self, prefix: &str, account_id: Option<i64>) {
+        self.update(prefix, |entry| entry.route = account_id);
+    }
+
+    /// Records `address` as `account_id`'s own address.
+    pub fn set_address(&mut self, address: &str, account_id: i64) {
+        self.update(address, |entry| entry.address = Some(account_id));
+    }
+
+    /// Forgets `address` as `account_id`'s own address (another account's stays).
+    pub fn clear_address(&mut self, address: &str, account_id: i64) {
+        self.update(address, |entry| {
+            if entry.address == Some(account_id) {
+                entry.address = None;
+            }
+        });
+    }
+
+    fn update(&mut self, prefix: &str, change: impl FnOnce(&mut Entry)) {
+        let mut entry = self.prefixes.get(prefix).copied().unwrap_or_default();
+        change(&mut entry);
+        if entry == Entry::default() {
+            self.prefixes.remove(prefix);
+        } else {
+            self.prefixes.insert(prefix.to_owned(), entry);
+        }
     }
 
     /// Number of prefixes.
@@ -30,15 +65,22 @@ impl RoutingTable {
         self.prefixes.is_empty()
     }
 
-    /// The account for the longest prefix of `destination`, compared segment by segment.
+    /// The account for the longest prefix of `destination`, compared segment by segment,
+    /// among the accounts `usable` accepts (a route to a removed account leads nowhere, so a
+    /// shorter prefix gets the packet).
     ///
     /// One hash lookup per segment, longest first: cost grows with the address's depth, not
     /// with the table's size (Interledger.rs scans every prefix with `starts_with`).
-    pub fn resolve(&self, destination: &str) -> Option<i64> {
+    pub fn resolve(&self, destination: &str, usable: impl Fn(i64) -> bool) -> Option<i64> {
         let mut candidate = destination;
         loop {
-            if let Some(account) = self.prefixes.get(candidate) {
-                return Some(*account);
+            if let Some(entry) = self.prefixes.get(candidate)
+                && let Some(account) = [entry.route, entry.address]
+                    .into_iter()
+                    .flatten()
+                    .find(|id| usable(*id))
+            {
+                return Some(account);
             }
             candidate = &candidate[..candidate.rfind('.')?];
         }
@@ -49,12 +91,16 @@ impl RoutingTable {
 mod tests {
     use super::*;
 
-    fn table(entries: &[(&str, i64)]) -> RoutingTable {
+    fn table(routes: &[(&str, i64)]) -> RoutingTable {
         let mut table = RoutingTable::new();
-        for (prefix, id) in entries {
-            table.insert(prefix, *id);
+        for (prefix, id) in routes {
+            table.set_route(prefix, Some(*id));
         }
         table
+    }
+
+    fn any(_: i64) -> bool {
+        true
     }
 
     #[test]
@@ -74,16 +120,43 @@ mod tests {
             ("example.z", None),
         ];
         for (destination, expected) in cases {
-            assert_eq!(t.resolve(destination), expected, "{destination}");
+            assert_eq!(t.resolve(destination, any), expected, "{destination}");
         }
     }
 
     #[test]
-    fn a_later_insert_replaces_the_prefix() {
-        // Proves re-adding a prefix repoints it rather than keeping both.
+    fn a_later_route_replaces_the_prefix_and_removing_it_empties_the_table() {
+        // Proves re-adding a prefix repoints it rather than keeping both, and removal is total.
         let mut t = table(&[("g.a", 1)]);
-        t.insert("g.a", 2);
-        assert_eq!(t.resolve("g.a.b"), Some(2));
+        t.set_route("g.a", Some(2));
+        assert_eq!(t.resolve("g.a.b", any), Some(2));
         assert_eq!(t.len(), 1);
+        t.set_route("g.a", None);
+        assert_eq!(t.resolve("g.a.b", any), None);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_static_route_beats_an_address_and_removing_it_uncovers_the_address() {
+        // Proves the two kinds of entry on one prefix are kept apart.
+        let mut t = RoutingTable::new();
+        t.set_address("g.bob", 7);
+        t.set_route("g.bob", Some(8));
+        assert_eq!(t.resolve("g.bob.x", any), Some(8));
+        t.set_route("g.bob", None);
+        assert_eq!(t.resolve("g.bob.x", any), Some(7));
+        // Clearing another account's address leaves this one's.
+        t.clear_address("g.bob", 9);
+        assert_eq!(t.resolve("g.bob", any), Some(7));
+        t.clear_address("g.bob", 7);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn an_unusable_account_passes_the_packet_to_a_shorter_prefix() {
+        // Proves a route to a removed account does not shadow the routes above it.
+        let t = table(&[("g", 1), ("g.a", 2)]);
+        assert_eq!(t.resolve("g.a.x", |id| id != 2), Some(1));
+        assert_eq!(t.resolve("g.a.x", |_| false), None);
     }
 }

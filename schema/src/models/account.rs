@@ -166,6 +166,18 @@ pub async fn list_live_accounts(conn: &mut AsyncPgConnection) -> Result<Vec<Acco
         .await?)
 }
 
+/// The accounts with these ids, removed ones included (a running connector drops those).
+pub async fn find_accounts(
+    conn: &mut AsyncPgConnection,
+    ids: &[i64],
+) -> Result<Vec<Account>, DbError> {
+    Ok(accounts::table
+        .filter(accounts::id.eq_any(ids))
+        .select(Account::as_select())
+        .load(conn)
+        .await?)
+}
+
 /// The live account with this username, compared without regard to case.
 pub async fn find_account_by_username(
     conn: &mut AsyncPgConnection,

@@ -51,6 +51,24 @@ pub async fn list_routes(conn: &mut AsyncPgConnection) -> Result<Vec<Route>, DbE
         .await?)
 }
 
+/// The static routes among these prefixes (a prefix without a row has none).
+pub async fn find_routes(
+    conn: &mut AsyncPgConnection,
+    prefixes: &[String],
+) -> Result<Vec<Route>, DbError> {
+    Ok(routes::table
+        .inner_join(accounts::table)
+        .filter(routes::prefix.eq_any(prefixes))
+        .select((
+            routes::prefix,
+            routes::account_id,
+            accounts::username,
+            routes::created_at,
+        ))
+        .load(conn)
+        .await?)
+}
+
 /// Removes the route `prefix`; [`DbError::NotFound`] when there is none.
 pub async fn delete_route(conn: &mut AsyncPgConnection, prefix: &str) -> Result<(), DbError> {
     let deleted = diesel::delete(routes::table.find(prefix))
