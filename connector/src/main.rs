@@ -1,6 +1,7 @@
 //! `ilp-connector`: runs the connector (`serve`), applies migrations, and manages accounts,
 //! routes, rates and balances directly in the database.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -70,6 +71,16 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // stdout closed by its reader (`ilp-connector balances | head`): nothing left to say.
+        Err(err)
+            if err.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|err| err.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             // One line: the error and its causes, joined.
             eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
@@ -101,12 +112,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("applying migrations")?;
             if out.json {
-                println!("{}", serde_json::json!({ "applied": applied }));
+                writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    serde_json::json!({ "applied": applied })
+                )?;
             } else if applied.is_empty() {
-                println!("database is up to date");
+                writeln!(std::io::stdout(), "database is up to date")?;
             } else {
                 for version in applied {
-                    println!("applied {version}");
+                    writeln!(std::io::stdout(), "applied {version}")?;
                 }
             }
             Ok(())

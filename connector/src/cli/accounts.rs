@@ -299,10 +299,10 @@ fn print_account(
     credit_limit: Option<i64>,
     node: Option<&Address>,
     out: Output,
-) {
+) -> anyhow::Result<()> {
     if out.json {
-        println!("{}", account_json(account, credit_limit, node));
-        return;
+        say!("{}", account_json(account, credit_limit, node));
+        return Ok(());
     }
     let value = account_json(account, credit_limit, node);
     if let Some(map) = value.as_object() {
@@ -312,9 +312,10 @@ fn print_account(
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            println!("{key:<24} {text}");
+            say!("{key:<24} {text}");
         }
     }
+    Ok(())
 }
 
 /// Runs an `accounts` command.
@@ -350,8 +351,7 @@ pub async fn run_accounts(
             let row = balance::find_balance(conn, account.id)
                 .await
                 .context("reading the balance")?;
-            print_account(&account, row.credit_limit, node, out);
-            Ok(())
+            print_account(&account, row.credit_limit, node, out)
         }
         AccountsCommand::Update {
             username,
@@ -375,13 +375,14 @@ pub async fn run_accounts(
 }
 
 /// Prints a freshly generated incoming token, the only time it is shown.
-fn print_new_token(token: &str, out: Output) {
+fn print_new_token(token: &str, out: Output) -> anyhow::Result<()> {
     if out.json {
-        println!("{}", json!({ "incoming_token": token }));
+        say!("{}", json!({ "incoming_token": token }));
     } else {
-        println!("incoming_token           {token}");
-        println!("(the incoming token is shown only now; only its hash is stored)");
+        say!("incoming_token           {token}");
+        say!("(the incoming token is shown only now; only its hash is stored)");
     }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -442,11 +443,11 @@ async fn add(
         if let Some(token) = &generated {
             value["incoming_token"] = json!(token);
         }
-        println!("{value}");
+        say!("{value}");
     } else {
-        print_account(&account, credit_limit, node, out);
+        print_account(&account, credit_limit, node, out)?;
         if let Some(token) = &generated {
-            print_new_token(token, out);
+            print_new_token(token, out)?;
         }
     }
     Ok(())
@@ -474,15 +475,19 @@ async fn list(
             .iter()
             .map(|a| account_json(a, limit_of(a.id), node))
             .collect();
-        println!("{}", serde_json::Value::Array(list));
+        say!("{}", serde_json::Value::Array(list));
     } else {
-        println!(
+        say!(
             "{:<20} {:<8} {:<6} {:<40} {:>20} OUTGOING URL",
-            "USERNAME", "ASSET", "REL", "ILP ADDRESS", "CREDIT LIMIT"
+            "USERNAME",
+            "ASSET",
+            "REL",
+            "ILP ADDRESS",
+            "CREDIT LIMIT"
         );
         for a in &accounts {
             let limit = limit_of(a.id).map_or("unlimited".to_owned(), |l| l.to_string());
-            println!(
+            say!(
                 "{:<20} {:<8} {:<6} {:<40} {:>20} {}",
                 a.username,
                 format!("{}/{}", a.asset_code, a.asset_scale),
@@ -542,9 +547,9 @@ async fn update(
     let row = balance::find_balance(conn, account.id)
         .await
         .context("reading the balance")?;
-    print_account(&account, row.credit_limit, node, out);
+    print_account(&account, row.credit_limit, node, out)?;
     if let Some(token) = &generated {
-        print_new_token(token, out);
+        print_new_token(token, out)?;
     }
     Ok(())
 }
@@ -560,9 +565,9 @@ async fn remove(conn: &mut AsyncPgConnection, username: &str, out: Output) -> an
             other => anyhow::Error::new(other),
         })?;
     if out.json {
-        println!("{}", json!({ "removed": account.username }));
+        say!("{}", json!({ "removed": account.username }));
     } else {
-        println!("removed account {}", account.username);
+        say!("removed account {}", account.username);
     }
     Ok(())
 }

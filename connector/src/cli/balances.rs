@@ -40,9 +40,9 @@ pub async fn run_balances(conn: &mut AsyncPgConnection, out: Output) -> anyhow::
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(list));
+        say!("{}", serde_json::Value::Array(list));
     } else {
-        println!(
+        say!(
             "{:<20} {:<6} {:>20} {:>20} {:>20} {:>20} {:>24}",
             "USERNAME",
             "ASSET",
@@ -53,7 +53,7 @@ pub async fn run_balances(conn: &mut AsyncPgConnection, out: Output) -> anyhow::
             "BALANCE (WHOLE)"
         );
         for r in &rows {
-            println!(
+            say!(
                 "{:<20} {:<6} {:>20} {:>20} {:>20} {:>20} {:>24}",
                 r.username,
                 r.asset_code,
@@ -65,7 +65,7 @@ pub async fn run_balances(conn: &mut AsyncPgConnection, out: Output) -> anyhow::
                 whole(r.balance, r.asset_scale).unwrap_or_else(|| "-".to_owned()),
             );
         }
-        println!(
+        say!(
             "(positive: we owe the account holder; base units unless marked whole; reserved: credit \
              connectors set aside for the account's Prepares; in flight: as of their last heartbeat)"
         );
@@ -82,8 +82,11 @@ pub async fn watch_balances(
     let mut conn: Option<AsyncPgConnection> = None;
     loop {
         // Clear the screen and go home, like watch(1).
-        print!("\x1b[2J\x1b[H");
-        println!(
+        {
+            use std::io::Write as _;
+            write!(std::io::stdout(), "\x1b[2J\x1b[H")?;
+        }
+        say!(
             "ilp-connector balances  {}  (every {} s, Ctrl-C to stop)\n",
             chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
             interval.as_secs()
@@ -97,14 +100,17 @@ pub async fn watch_balances(
                 async {
                     run_balances(c, Output { json: false }).await?;
                     let pending = settlement::list_settlements_in_flight(c).await?;
-                    println!("\nsettlements in flight:");
+                    say!("\nsettlements in flight:");
                     if pending.is_empty() {
-                        println!("  none");
+                        say!("  none");
                     }
                     for p in pending {
-                        println!(
+                        say!(
                             "  {:<20} {:>6} pending, {:>20} base units, oldest {}",
-                            p.ledger, p.settlements, p.amount, p.oldest_age
+                            p.ledger,
+                            p.settlements,
+                            p.amount,
+                            p.oldest_age
                         );
                     }
                     Ok::<_, anyhow::Error>(())
@@ -113,7 +119,7 @@ pub async fn watch_balances(
             }
         };
         if let Err(err) = drawn {
-            println!("\n{err:#}");
+            say!("\n{err:#}");
             conn = None;
         }
         tokio::select! {

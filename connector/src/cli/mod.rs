@@ -8,6 +8,15 @@
 //! - [`rates`]: `rates set|list|remove`, the exchange rates.
 //! - [`balances`]: `balances` and `balances --watch`.
 
+/// `println!` that returns an error instead of panicking when stdout is gone (`| head`), so
+/// the command ends quietly.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 pub mod accounts;
 pub mod balances;
 pub mod rates;

@@ -104,20 +104,23 @@ pub async fn run_rates(
                 .await
                 .map_err(|err| db_refusal(err, &format!("rate {code}")))?;
             if out.json {
-                println!("{}", rate_json(&row, now));
+                say!("{}", rate_json(&row, now));
             } else {
-                println!("rate {} = {}", row.asset_code, row.rate);
+                say!("rate {} = {}", row.asset_code, row.rate);
             }
         }
         RatesCommand::List => {
             let rates = rate::list_rates(conn).await.context("listing rates")?;
             if out.json {
                 let list: Vec<_> = rates.iter().map(|r| rate_json(r, now)).collect();
-                println!("{}", serde_json::Value::Array(list));
+                say!("{}", serde_json::Value::Array(list));
             } else {
-                println!(
+                say!(
                     "{:<16} {:>30} {:<10} {:<26} EXPIRES",
-                    "ASSET", "RATE", "SOURCE", "UPDATED"
+                    "ASSET",
+                    "RATE",
+                    "SOURCE",
+                    "UPDATED"
                 );
                 for r in &rates {
                     let expires = match r.expires_at {
@@ -125,7 +128,7 @@ pub async fn run_rates(
                         Some(at) if at <= now => format!("{} (stale)", at.to_rfc3339()),
                         Some(at) => at.to_rfc3339(),
                     };
-                    println!(
+                    say!(
                         "{:<16} {:>30} {:<10} {:<26} {expires}",
                         r.asset_code,
                         r.rate.to_string(),
@@ -144,9 +147,9 @@ pub async fn run_rates(
                     other => anyhow::Error::new(other).context("removing the rate"),
                 })?;
             if out.json {
-                println!("{}", json!({ "removed": code }));
+                say!("{}", json!({ "removed": code }));
             } else {
-                println!("removed rate {code}");
+                say!("removed rate {code}");
             }
         }
     }

@@ -42,12 +42,12 @@ pub async fn run_routes(
                 .await
                 .map_err(|err| db_refusal(err, "route"))?;
             if out.json {
-                println!(
+                say!(
                     "{}",
                     json!({ "prefix": prefix, "username": account.username })
                 );
             } else {
-                println!("route {prefix} -> {}", account.username);
+                say!("route {prefix} -> {}", account.username);
             }
         }
         RoutesCommand::List => {
@@ -57,11 +57,11 @@ pub async fn run_routes(
                     .iter()
                     .map(|r| json!({ "prefix": r.prefix, "username": r.username }))
                     .collect();
-                println!("{}", serde_json::Value::Array(list));
+                say!("{}", serde_json::Value::Array(list));
             } else {
-                println!("{:<50} USERNAME", "PREFIX");
+                say!("{:<50} USERNAME", "PREFIX");
                 for r in &routes {
-                    println!("{:<50} {}", r.prefix, r.username);
+                    say!("{:<50} {}", r.prefix, r.username);
                 }
             }
         }
@@ -73,9 +73,9 @@ pub async fn run_routes(
                     other => anyhow::Error::new(other).context("removing the route"),
                 })?;
             if out.json {
-                println!("{}", json!({ "removed": prefix }));
+                say!("{}", json!({ "removed": prefix }));
             } else {
-                println!("removed route {prefix}");
+                say!("removed route {prefix}");
             }
         }
     }

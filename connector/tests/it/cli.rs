@@ -346,3 +346,38 @@ async fn config_file_named_by_ilp_connector_config_is_read() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn output_cut_short_by_its_reader_ends_quietly() {
+    // Proves `ilp-connector balances | head -n 1` exits 0 without a panic message when the
+    // reader closes the pipe: the output is larger than a pipe buffer, so writing blocks
+    // until the reader is gone and then fails with a broken pipe.
+    let db = TestDb::new().await;
+    let mut conn = db.connect().await;
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(
+            "WITH a AS (INSERT INTO accounts (username, asset_code, asset_scale, relation, incoming_token_hash) \
+             SELECT 'customer' || g, 'USD', 2, 'child', sha256(('t' || g)::bytea) FROM generate_series(1, 2000) g RETURNING id) \
+             INSERT INTO balances (account_id) SELECT id FROM a",
+        ),
+        &mut conn,
+    )
+    .await
+    .expect("adding 2,000 accounts");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ilp-connector"))
+        .args(["balances"])
+        .env("DATABASE_URL", db.url())
+        .env_remove("ILP_CONNECTOR_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running ilp-connector");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("the start of the table");
+    drop(stdout);
+    let out = child.wait_with_output().expect("waiting for ilp-connector");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
