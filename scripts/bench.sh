@@ -25,7 +25,8 @@
 # wallet with one account per customer; the connector's start-to-serving time and RSS are
 # printed. ROUTE_CHANGE=1 adds a route with the CLI halfway through each series
 # (example.late-<c> -> bob) and prints how long until a probe packet to it is fulfilled,
-# beside the series' slowest packet.
+# beside the slowest packets of the seconds around it. CONNECTOR_BIN=PATH benchmarks another
+# build of ilp-connector (an older commit's, say) with this script.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -87,12 +88,12 @@ anchor)
     url=http://127.0.0.1:7770/ilp token=alice:alice-token
     ;;
 connector)
-    cargo build --release --quiet --bin ilp-connector
+    bin=${CONNECTOR_BIN:-target/release/ilp-connector}
+    [ -n "${CONNECTOR_BIN:-}" ] || cargo build --release --quiet --bin ilp-connector
     db_line=$(ILP_PG_DB=ilp_bench scripts/db.sh start)
     db_url=${db_line#DATABASE_URL=}
     psql -q "${db_url%/*}/postgres" -c "DROP DATABASE IF EXISTS ilp_bench WITH (FORCE)" -c "CREATE DATABASE ilp_bench"
     export DATABASE_URL=$db_url
-    bin=target/release/ilp-connector
     $bin migrate >/dev/null
     $bin accounts add alice --asset-code XYZ --asset-scale 9 --relation child --incoming-token alice-token --credit-limit "${CREDIT_LIMIT:-}" >/dev/null
     bob_asset=XYZ
@@ -169,6 +170,7 @@ route_change() {
         sleep 0.005
     done
     echo "route added with the CLI under load at c=$c: used $(( $(ms_now) - cli_done )) ms after the CLI returned (the CLI took $(( cli_done - cli_start )) ms)"
+    echo "cli_done_ms=$cli_done"
 }
 
 header="| series | conc | fulfilled/s | p50 us | p90 us | p99 us | p99.9 us | rejects | errors | CPU us/pkt: loadgen"
@@ -186,7 +188,9 @@ for c in $concurrencies; do
     [ "${TLS:-0}" = 1 ] && args+=(--ca-file "$out/pki/ca.pem")
     # bash's `time` reports the load generator's own user + system CPU, in seconds.
     changer=
+    series_start=$(ms_now)
     if [ "${ROUTE_CHANGE:-0}" = 1 ] && [ "$mode" = connector ]; then
+        args+=(--per-second)
         route_change "$c" "$(awk -v w="$warmup" -v d="$duration" 'BEGIN { print w + d / 2 }')" >"$out/$label-c$c-route.txt" &
         changer=$!
     fi
@@ -202,7 +206,16 @@ for c in $concurrencies; do
     echo "| $label | $c | $(field pps) | $(field p50_us) | $(field p90_us) | $(field p99_us) | $(field p999_us) | $(field rejected) $(field reject_codes) | $(field errors) |$cpu |"
     if [ -n "$changer" ]; then
         wait "$changer" || true
-        echo "  $(cat "$out/$label-c$c-route.txt"); slowest packet of the series: $(field max_us) us"
+        echo "  $(head -n 1 "$out/$label-c$c-route.txt"); slowest packet of the series: $(field max_us) us"
+        # The measured second the CLI returned in, and the one after: their slowest packets
+        # beside the other seconds' (by the second each packet was sent in).
+        cli_done=$(sed -n 's/^cli_done_ms=//p' "$out/$label-c$c-route.txt")
+        changed_s=$(awk -v t=$(( ${cli_done:-0} - series_start )) -v w="$warmup" 'BEGIN { printf "%d", t / 1000 - w }')
+        near=$(awk -v s="$changed_s" '/^loadgen-second:/ { split($2, a, "="); split($4, p, "="); split($5, m, "=")
+            if (a[2] == s || a[2] == s + 1) printf " s=%d: max %d us, p99.9 %d us;", a[2], m[2], p[2] }' "$raw")
+        others=$(awk -v s="$changed_s" '/^loadgen-second:/ { split($2, a, "="); split($5, m, "=")
+            if (a[2] != s && a[2] != s + 1) print m[2] }' "$raw" | sort -n)
+        echo "  seconds of the change:$near other seconds' max: median $(awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }' <<<"$others") us, highest $(tail -n 1 <<<"$others") us"
     fi
 done
 if [ "$mode" = connector ]; then

@@ -9,6 +9,7 @@
 //! URL.
 
 pub mod routing_table;
+pub mod sharded;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,15 +19,16 @@ use arc_swap::ArcSwap;
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::StreamExt;
 use hyper::header::HeaderValue;
-use schema::models::account::{Account, Relation, find_accounts, list_live_accounts};
+use schema::models::account::{Account, Relation, find_accounts, stream_live_accounts};
 use schema::models::ledger::{LedgerKind, LedgerOptions, list_ledger_options};
 use schema::models::rate::list_rates;
-use schema::models::route::{Route, find_routes, list_routes};
+use schema::models::route::{Route, find_routes, stream_route_targets};
 use schema::{DbError, DbPool, PoolConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::packet::Address;
 use crate::rates::RateTable;
+use sharded::ShardedMap;
 
 pub use routing_table::RoutingTable;
 
@@ -53,7 +55,7 @@ pub struct AccountInfo {
     /// SHA-256 of its incoming token.
     pub token_hash: [u8; 32],
     /// Where we send its packets, if anywhere.
-    pub outgoing: Option<Outgoing>,
+    pub outgoing: Option<Box<Outgoing>>,
     /// Expected round trip: what the expiry shortener subtracts.
     pub round_trip_time: Duration,
     /// Ledger that settles it.
@@ -113,7 +115,7 @@ impl AccountInfo {
                         Some(value)
                     }
                 };
-                Some(Outgoing { uri, authorization })
+                Some(Box::new(Outgoing { uri, authorization }))
             }
         };
         Some(AccountInfo {
@@ -197,14 +199,14 @@ fn engine_url_of(options: &serde_json::Value) -> Result<String, String> {
 
 /// One consistent snapshot of accounts, routes, ledgers and rates.
 ///
-/// Its maps are persistent ([`imbl::HashMap`]): cloning a directory is O(1) and changing one
-/// account or route in the clone is O(log n), so a change never copies the whole directory
+/// Its maps are [`ShardedMap`]s: cloning a directory is O(1) and changing one account or
+/// route in the clone copies 1/64 of one map, so a change never copies the whole directory
 /// and the packets in flight keep reading the snapshot they started with.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    by_id: imbl::HashMap<i64, Arc<AccountInfo>>,
-    by_token_hash: imbl::HashMap<[u8; 32], Arc<AccountInfo>>,
-    by_username: imbl::HashMap<String, Arc<AccountInfo>>,
+    by_id: ShardedMap<i64, Arc<AccountInfo>>,
+    by_token_hash: ShardedMap<[u8; 32], Arc<AccountInfo>>,
+    by_username: ShardedMap<String, Arc<AccountInfo>>,
     routes: RoutingTable,
     ledgers: HashMap<String, Arc<LedgerInfo>>,
     rates: RateTable,
@@ -241,7 +243,8 @@ impl Directory {
             return;
         };
         let info = Arc::new(info);
-        self.routes.set_address(info.ilp_address.as_str(), info.id);
+        self.routes
+            .set_address(&info.ilp_address.to_shared_str(), info.id);
         self.by_token_hash.insert(info.token_hash, info.clone());
         self.by_username
             .insert(info.username.to_ascii_lowercase(), info.clone());
@@ -396,17 +399,28 @@ impl Changes {
     }
 }
 
-/// Reads accounts, routes, ledgers and rates from the database.
+/// Reads accounts, routes, ledgers and rates from the database. Accounts and routes are
+/// taken in row by row as they arrive, so only the directory itself is ever in memory.
 pub async fn load_directory(
     conn: &mut AsyncPgConnection,
     node: &Address,
 ) -> Result<Directory, DbError> {
-    let accounts = list_live_accounts(conn).await?;
-    let routes = list_routes(conn).await?;
-    let ledgers = list_ledger_options(conn).await?;
-    let rates = list_rates(conn).await?;
-    let mut directory = Directory::build(node, &accounts, &routes, &ledgers);
-    directory.set_rates(RateTable::from_rows(&rates));
+    let mut directory = Directory::default();
+    {
+        let mut accounts = std::pin::pin!(stream_live_accounts(conn).await?);
+        while let Some(row) = accounts.next().await {
+            directory.put_account(node, &row?);
+        }
+    }
+    {
+        let mut routes = std::pin::pin!(stream_route_targets(conn).await?);
+        while let Some(route) = routes.next().await {
+            let (prefix, account_id) = route?;
+            directory.put_route(&prefix, Some(account_id));
+        }
+    }
+    directory.set_ledgers(&list_ledger_options(conn).await?);
+    directory.set_rates(RateTable::from_rows(&list_rates(conn).await?));
     Ok(directory)
 }
 

@@ -1,14 +1,18 @@
 //! The routing table: segment-aware longest-prefix match, pure and table-tested.
 //!
-//! A persistent map ([`imbl::HashMap`]): a copy costs O(1) and a change O(log n), so the
+//! A [`ShardedMap`]: a copy costs O(1) and a change copies 1/64 of the table at most, so the
 //! directory changes one route at a time while packets keep reading the previous copy.
+
+use std::sync::Arc;
+
+use super::sharded::ShardedMap;
 
 /// Prefix → next-hop account. A prefix matches a destination equal to it or starting with it
 /// followed by `.`, so `g.alice` catches `g.alice.x` but not `g.alicebob`. A prefix can be a
 /// static route, an account's own address, or both; the static route wins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoutingTable {
-    prefixes: imbl::HashMap<String, Entry>,
+    prefixes: ShardedMap<Arc<str>, Entry>,
 }
 
 /// What one prefix leads to.
@@ -28,30 +32,55 @@ impl RoutingTable {
 
     /// Points the static route `prefix` at `account_id`; `None` removes it.
     pub fn set_route(&mut self, prefix: &str, account_id: Option<i64>) {
-        self.update(prefix, |entry| entry.route = account_id);
+        self.update(
+            prefix,
+            || Arc::from(prefix),
+            |entry| entry.route = account_id,
+        );
     }
 
-    /// Records `address` as `account_id`'s own address.
-    pub fn set_address(&mut self, address: &str, account_id: i64) {
-        self.update(address, |entry| entry.address = Some(account_id));
+    /// Records `address` as `account_id`'s own address (keyed by the account's own copy of
+    /// the text, so the table adds none).
+    pub fn set_address(&mut self, address: &Arc<str>, account_id: i64) {
+        self.update(
+            address,
+            || address.clone(),
+            |entry| entry.address = Some(account_id),
+        );
     }
 
     /// Forgets `address` as `account_id`'s own address (another account's stays).
     pub fn clear_address(&mut self, address: &str, account_id: i64) {
-        self.update(address, |entry| {
-            if entry.address == Some(account_id) {
-                entry.address = None;
-            }
-        });
+        self.update(
+            address,
+            || Arc::from(address),
+            |entry| {
+                if entry.address == Some(account_id) {
+                    entry.address = None;
+                }
+            },
+        );
     }
 
-    fn update(&mut self, prefix: &str, change: impl FnOnce(&mut Entry)) {
-        let mut entry = self.prefixes.get(prefix).copied().unwrap_or_default();
+    /// Changes the entry of `prefix`; `key` makes its key when it has none yet.
+    fn update(
+        &mut self,
+        prefix: &str,
+        key: impl FnOnce() -> Arc<str>,
+        change: impl FnOnce(&mut Entry),
+    ) {
+        let before = self.prefixes.get(prefix).copied().unwrap_or_default();
+        let mut entry = before;
         change(&mut entry);
+        if entry == before {
+            return;
+        }
         if entry == Entry::default() {
             self.prefixes.remove(prefix);
+        } else if let Some(slot) = self.prefixes.get_mut(prefix) {
+            *slot = entry;
         } else {
-            self.prefixes.insert(prefix.to_owned(), entry);
+            self.prefixes.insert(key(), entry);
         }
     }
 
@@ -140,7 +169,7 @@ mod tests {
     fn a_static_route_beats_an_address_and_removing_it_uncovers_the_address() {
         // Proves the two kinds of entry on one prefix are kept apart.
         let mut t = RoutingTable::new();
-        t.set_address("g.bob", 7);
+        t.set_address(&Arc::from("g.bob"), 7);
         t.set_route("g.bob", Some(8));
         assert_eq!(t.resolve("g.bob.x", any), Some(8));
         t.set_route("g.bob", None);

@@ -262,6 +262,11 @@ impl Address {
         &self.0
     }
 
+    /// The shared text itself, for a map that keys by it without a copy.
+    pub fn to_shared_str(&self) -> Arc<str> {
+        self.0.clone()
+    }
+
     /// A borrowed view, as packets hand out.
     pub fn as_address_ref(&self) -> AddressRef<'_> {
         AddressRef(&self.0)

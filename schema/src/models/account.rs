@@ -166,6 +166,21 @@ pub async fn list_live_accounts(conn: &mut AsyncPgConnection) -> Result<Vec<Acco
         .await?)
 }
 
+/// The live accounts in id order, row by row as they arrive, so a large table is never held
+/// in memory whole (the connector's directory is built from it).
+pub async fn stream_live_accounts(
+    conn: &mut AsyncPgConnection,
+) -> Result<impl futures_util::Stream<Item = Result<Account, DbError>> + Send + '_, DbError> {
+    use futures_util::TryStreamExt;
+    Ok(accounts::table
+        .filter(accounts::deleted_at.is_null())
+        .order(accounts::id)
+        .select(Account::as_select())
+        .load_stream::<Account>(conn)
+        .await?
+        .map_err(DbError::from))
+}
+
 /// The accounts with these ids, removed ones included (a running connector drops those).
 pub async fn find_accounts(
     conn: &mut AsyncPgConnection,

@@ -51,6 +51,18 @@ pub async fn list_routes(conn: &mut AsyncPgConnection) -> Result<Vec<Route>, DbE
         .await?)
 }
 
+/// Every static route as (prefix, account id), row by row as they arrive.
+pub async fn stream_route_targets(
+    conn: &mut AsyncPgConnection,
+) -> Result<impl futures_util::Stream<Item = Result<(String, i64), DbError>> + Send + '_, DbError> {
+    use futures_util::TryStreamExt;
+    Ok(routes::table
+        .select((routes::prefix, routes::account_id))
+        .load_stream::<(String, i64)>(conn)
+        .await?
+        .map_err(DbError::from))
+}
+
 /// The static routes among these prefixes (a prefix without a row has none).
 pub async fn find_routes(
     conn: &mut AsyncPgConnection,

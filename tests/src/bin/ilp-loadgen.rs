@@ -5,6 +5,8 @@
 //! `--max-packets`. Prints fulfilled/s, latency percentiles of fulfilled packets, and
 //! rejects by code; the last line is machine-readable:
 //! `loadgen: fulfilled=N rejected=N errors=N elapsed_s=S pps=N p50_us=N p90_us=N p99_us=N p999_us=N max_us=N concurrency=N reject_codes=CODE:N,...`
+//! With `--per-second`, one line per measured second comes first:
+//! `loadgen-second: s=N fulfilled=N p999_us=N max_us=N` (packets by the second they were sent).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -56,6 +58,9 @@ struct Args {
     /// Prepares expire this many seconds after they are sent.
     #[arg(long, default_value_t = 30)]
     expiry_secs: u64,
+    /// Also print the fulfilled count, p99.9 and slowest packet of each measured second.
+    #[arg(long)]
+    per_second: bool,
     /// The receiver's fulfillment, 64 hex digits (default: the shared bench sink's).
     #[arg(
         long,
@@ -67,7 +72,8 @@ struct Args {
 /// What one worker saw in the measured window.
 #[derive(Default)]
 struct Seen {
-    latencies_us: Vec<u32>,
+    /// (measured second the packet was sent in, latency in µs) of each fulfilled packet.
+    latencies_us: Vec<(u32, u32)>,
     rejects: BTreeMap<String, u64>,
     errors: u64,
 }
@@ -175,7 +181,8 @@ async fn drive(
                 match outcome {
                     Ok(Packet::Fulfill(f)) if f.matches_condition(&condition) => {
                         let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
-                        seen.latencies_us.push(us);
+                        let second = (sent - measure_from).as_secs() as u32;
+                        seen.latencies_us.push((second, us));
                     }
                     Ok(Packet::Fulfill(_)) => {
                         *seen.rejects.entry("wrong-fulfillment".into()).or_default() += 1
@@ -192,12 +199,12 @@ async fn drive(
             seen
         }));
     }
-    let mut latencies = Vec::new();
+    let mut samples = Vec::new();
     let mut rejects: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors = 0;
     for worker in workers {
         let seen = worker.await?;
-        latencies.extend(seen.latencies_us);
+        samples.extend(seen.latencies_us);
         errors += seen.errors;
         for (code, n) in seen.rejects {
             *rejects.entry(code).or_default() += n;
@@ -206,14 +213,22 @@ async fn drive(
     let elapsed = (Instant::now().min(end) - measure_from)
         .as_secs_f64()
         .max(1e-9);
-    latencies.sort_unstable();
-    let pct = |p: f64| -> u32 {
-        if latencies.is_empty() {
-            return 0;
+    if args.per_second {
+        samples.sort_unstable();
+        for second in samples.chunk_by(|a, b| a.0 == b.0) {
+            let us: Vec<u32> = second.iter().map(|&(_, us)| us).collect();
+            println!(
+                "loadgen-second: s={} fulfilled={} p999_us={} max_us={}",
+                second[0].0,
+                us.len(),
+                percentile(&us, 0.999),
+                us.last().copied().unwrap_or(0),
+            );
         }
-        let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
-        latencies[rank - 1]
-    };
+    }
+    let mut latencies: Vec<u32> = samples.into_iter().map(|(_, us)| us).collect();
+    latencies.sort_unstable();
+    let pct = |p: f64| percentile(&latencies, p);
     let fulfilled = latencies.len() as u64;
     let rejected: u64 = rejects.values().sum();
     let codes: Vec<String> = rejects.iter().map(|(c, n)| format!("{c}:{n}")).collect();
@@ -230,6 +245,15 @@ async fn drive(
         codes.join(","),
     );
     Ok(())
+}
+
+/// The `p` quantile (nearest rank) of sorted latencies; 0 when there are none.
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
 }
 
 /// Sends one Prepare over the worker's connection, (re)connecting when needed.
