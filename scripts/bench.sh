@@ -25,7 +25,9 @@
 # wallet with one account per customer; the connector's start-to-serving time and RSS are
 # printed. ROUTE_CHANGE=1 adds a route with the CLI halfway through each series
 # (example.late-<c> -> bob) and prints how long until a probe packet to it is fulfilled,
-# beside the slowest packets of the seconds around it. CONNECTOR_BIN=PATH benchmarks another
+# beside the slowest packets of the seconds around it; ROUTE_CHANGE=control runs the same CLI
+# process and probes but changes nothing (`accounts show bob`, probes to example.bob), to tell
+# what the harness costs from what the change costs. CONNECTOR_BIN=PATH benchmarks another
 # build of ilp-connector (an older commit's, say) with this script.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -61,7 +63,7 @@ pg_ticks() {
     echo "$total"
 }
 
-# Our load generator also probes for ROUTE_CHANGE=1.
+# Our load generator also probes for ROUTE_CHANGE.
 cargo build --release --quiet -p e2e --bin ilp-loadgen --bin ilp-sink
 probe=$repo/target/release/ilp-loadgen
 if [ "$harness" = shared ]; then
@@ -143,6 +145,7 @@ fi
 started_ns=$(date +%s%N)
 if [ "$mode" = connector ]; then
     RUST_LOG=warn ILP_CONNECTOR_NODE__ILP_ADDRESS=example.connector ILP_CONNECTOR_HTTP__LISTEN=$listen \
+        ILP_CONNECTOR_ADMIN__LISTEN=127.0.0.1:7781 \
         $bin serve 2>"$out/connector.log" &
     pids+=($!)
     watch=("connector:$!" "${watch[@]}")
@@ -158,18 +161,21 @@ ms_now() { echo $(( $(date +%s%N) / 1000000 )); }
 route_change() {
     local c=$1 probe_args fulfilled cli_start cli_done
     sleep "$2"
-    probe_args=(--url "$url" --destination "example.late-$c.x" --concurrency 1 --duration 0.001 --warmup 0 --max-packets 1)
+    local destination=example.late-$c.x change=(routes add "example.late-$c" bob)
+    # The control: the same CLI process and probes, changing nothing.
+    [ "$ROUTE_CHANGE" = control ] && destination=example.bob.x change=(accounts show bob)
+    probe_args=(--url "$url" --destination "$destination" --concurrency 1 --duration 0.001 --warmup 0 --max-packets 1)
     [ -n "$token" ] && probe_args+=(--token "$token")
     [ "${TLS:-0}" = 1 ] && probe_args+=(--ca-file "$out/pki/ca.pem")
     cli_start=$(ms_now)
-    $bin routes add "example.late-$c" bob >/dev/null
+    $bin "${change[@]}" >/dev/null
     cli_done=$(ms_now)
     for _ in $(seq 1000); do
         fulfilled=$("$probe" "${probe_args[@]}" 2>/dev/null | sed -n 's/.*fulfilled=\([0-9]*\).*/\1/p')
         [ "${fulfilled:-0}" = 1 ] && break
         sleep 0.005
     done
-    echo "route added with the CLI under load at c=$c: used $(( $(ms_now) - cli_done )) ms after the CLI returned (the CLI took $(( cli_done - cli_start )) ms)"
+    echo "\`${change[*]}\` under load at c=$c: a packet to $destination fulfilled $(( $(ms_now) - cli_done )) ms after the CLI returned (the CLI took $(( cli_done - cli_start )) ms)"
     echo "cli_done_ms=$cli_done"
 }
 
@@ -189,7 +195,7 @@ for c in $concurrencies; do
     # bash's `time` reports the load generator's own user + system CPU, in seconds.
     changer=
     series_start=$(ms_now)
-    if [ "${ROUTE_CHANGE:-0}" = 1 ] && [ "$mode" = connector ]; then
+    if [ "${ROUTE_CHANGE:-0}" != 0 ] && [ "$mode" = connector ]; then
         args+=(--per-second)
         route_change "$c" "$(awk -v w="$warmup" -v d="$duration" 'BEGIN { print w + d / 2 }')" >"$out/$label-c$c-route.txt" &
         changer=$!
@@ -219,6 +225,10 @@ for c in $concurrencies; do
     fi
 done
 if [ "$mode" = connector ]; then
+    if [ "${ROUTE_CHANGE:-0}" = 1 ]; then
+        curl -s http://127.0.0.1:7781/metrics | awk -F'[ ]' '/^ilp_directory_update_seconds_(sum|count)\{kind="incremental"\}/ { v[$1 ~ /sum/] = $2 }
+            END { if (v[0]) printf "directory updates applied by the connector: %d, %.2f ms each on average (rows read, copy changed, swapped in)\n", v[0], v[1] * 1000 / v[0] }'
+    fi
     echo "connector peak RSS: $(awk '/VmHWM/ {print $2, $3}' "/proc/${watch[0]#*:}/status")"
     $bin balances | head -n 3
     psql -qtA "$db_url" -c "SELECT 'balance = sum(journal) for every account: ' || bool_and(b.balance = coalesce(j.s, 0)) FROM balances b LEFT JOIN (SELECT account_id, sum(amount) s FROM balance_journal GROUP BY 1) j USING (account_id)"

@@ -435,10 +435,11 @@ pub async fn apply_changes(
     shared: &SharedDirectory,
     changes: &Changes,
 ) -> Result<(), DbError> {
+    let started = std::time::Instant::now();
     let mut conn = pool.get().await?;
     if changes.everything {
         let directory = load_directory(&mut conn, node).await?;
-        report(&directory, "full");
+        report(&directory, "full", Some(started));
         tracing::info!(
             accounts = directory.account_count(),
             routes = directory.route_count(),
@@ -473,6 +474,7 @@ pub async fn apply_changes(
     };
     drop(conn);
 
+    let copying = std::time::Instant::now();
     let mut directory = Directory::clone(&shared.current());
     for id in &ids {
         match accounts.get(id) {
@@ -489,8 +491,10 @@ pub async fn apply_changes(
     if let Some(rates) = rates {
         directory.set_rates(RateTable::from_rows(&rates));
     }
-    report(&directory, "incremental");
+    let in_memory_us = copying.elapsed().as_micros() as u64;
+    report(&directory, "incremental", Some(started));
     tracing::debug!(
+        in_memory_us,
         accounts = ids.len(),
         routes = prefixes.len(),
         ledgers = changes.ledgers,
@@ -501,8 +505,13 @@ pub async fn apply_changes(
     Ok(())
 }
 
-fn report(directory: &Directory, kind: &'static str) {
+/// Counts an update and its time; `started`: when it began, if it was timed.
+fn report(directory: &Directory, kind: &'static str, started: Option<std::time::Instant>) {
     metrics::counter!("ilp_directory_updates_total", "kind" => kind).increment(1);
+    if let Some(started) = started {
+        metrics::histogram!("ilp_directory_update_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+    }
     metrics::gauge!("ilp_directory_accounts").set(directory.account_count() as f64);
     metrics::gauge!("ilp_directory_routes").set(directory.route_count() as f64);
 }
@@ -527,7 +536,7 @@ pub async fn keep_directory_fresh(
     shared: Arc<SharedDirectory>,
     shutdown: CancellationToken,
 ) {
-    report(&shared.current(), "full");
+    report(&shared.current(), "full", None);
     let mut listening = Some(listening);
     while !shutdown.is_cancelled() {
         let (mut conn, reconnected) = match listening.take() {
