@@ -15,6 +15,8 @@
 //!   reservations of dead processes.
 //! - [`settlement`]: `peer.settle` (signed claims stored for the worker, or relayed to our
 //!   RFC 38 engine) and the RFC 38 node API on its own listener.
+//! - [`stream`]: STREAM (RFC 29): packets and frames, encryption and conditions, a stateless
+//!   receiver any replica can run, and a sender that pays over any packet path.
 //! - [`accounts`]: accounts, tokens, routes and ledgers cached in memory, refreshed on NOTIFY.
 //! - [`config`]: the TOML file and environment overrides, validated at start-up.
 //! - [`node`]: `serve`: loads accounts and routes, starts the HTTP listener (and the
@@ -38,3 +40,4 @@ pub mod rates;
 pub mod router;
 pub mod service;
 pub mod settlement;
+pub mod stream;
