@@ -17,6 +17,8 @@
 //!                        post on Fulfill (durable first, exactly once); Reject touches no row
 //!  → ExpiryShortener     minus the next hop's round trip, capped → R02
 //!  → OutgoingValidator   timer at the shortened expiry → R00; wrong fulfillment → F05
+//!  → StreamReceiverService  an account paid here (`stream_receiver`): its STREAM receiver
+//!                        answers (Fulfill → posted by BalanceService like any other)
 //!  → HttpClientService   keep-alive pool per peer; unreachable → T01, 5xx → T00
 //! ```
 
@@ -36,14 +38,17 @@ use crate::service::expiry::ExpiryShortener;
 use crate::service::ildcp::IldcpService;
 use crate::service::peer::PeerProtocolGuard;
 use crate::service::rate_limit::RateLimitService;
+use crate::service::stream_receiver::{HostedReceivers, StreamReceiverService};
 use crate::service::validator::{IncomingValidator, OutgoingValidator};
 use crate::settlement::engine::SettlementEngine;
 use crate::settlement::peer_settle::{ClaimStore, PeerSettleService};
 
 /// Builds the chain, innermost first.
+#[allow(clippy::too_many_arguments)] // one per part the chain is built from, named at the call
 pub fn build_chain(
     node: Arc<Address>,
     directory: Arc<SharedDirectory>,
+    receivers: HostedReceivers,
     spread: Decimal,
     replicas: Arc<AtomicUsize>,
     balances: impl BalanceStore,
@@ -51,6 +56,7 @@ pub fn build_chain(
     engine: impl SettlementEngine,
 ) -> impl IncomingService {
     let outgoing = HttpClientService::new(node.clone());
+    let outgoing = StreamReceiverService::new(receivers, outgoing);
     let outgoing = OutgoingValidator::new(node.clone(), outgoing);
     let outgoing = ExpiryShortener::new(node.clone(), outgoing);
     let outgoing = BalanceService::new(node.clone(), balances, outgoing);

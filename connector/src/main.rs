@@ -55,6 +55,9 @@ enum Command {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
         interval: u64,
     },
+    /// Pay a STREAM receiver (SPSP URL, payment pointer, or ILP address with --shared-secret)
+    /// from one of our accounts, through the running node, and print what was delivered.
+    Pay(Box<cli::PayArgs>),
 }
 
 fn main() -> ExitCode {
@@ -156,6 +159,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let pool_config = config.database.pool_config("ilp-connector-cli")?;
             cli::watch_balances(&pool_config, std::time::Duration::from_secs(interval)).await
+        }
+        Command::Pay(args) => {
+            runtime::tls::init(&config.tls)?;
+            let mut conn = connect(&config).await?;
+            cli::run_pay(&mut conn, *args, config.http.listen, out).await
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use schema::models::balance::{deregister_instance, register_instance};
+use schema::models::node_secret::{self, node_secret};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,6 +16,7 @@ use crate::balance::writer::PgBalanceStore;
 use crate::config::ConnectorConfig;
 use crate::http::client::HttpClientService;
 use crate::http::server::{AccountSlots, ServerState, serve as serve_http};
+use crate::service::stream_receiver::HostedReceivers;
 use crate::settlement::engine::HttpEngineClient;
 use crate::settlement::node_api::{self, NodeApiState};
 use crate::settlement::peer_settle::PgClaimStore;
@@ -60,13 +62,14 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
     let instance_name = runtime::instance::default_instance_name();
     let mut listen_config = pool_config.clone();
     listen_config.application_name = "ilp-connector-listen".to_owned();
-    let (instance, listening, directory) = loop {
+    let (instance, listening, directory, stream_secret) = loop {
         let started = async {
             let mut conn = pool.get().await?;
             let instance = register_instance(&mut conn, &instance_name).await?;
             let listening = listen_for_changes(&listen_config).await?;
             let directory = load_directory(&mut conn, &node).await?;
-            Ok::<_, schema::DbError>((instance, listening, directory))
+            let stream_secret = node_secret(&mut conn, node_secret::STREAM).await?;
+            Ok::<_, schema::DbError>((instance, listening, directory, stream_secret))
         };
         match started.await {
             Ok(started) => break started,
@@ -172,12 +175,15 @@ pub async fn serve(config: ConnectorConfig, shutdown: CancellationToken) -> anyh
             address.to_string()
         }
     };
+    let receivers = HostedReceivers::new(stream_secret);
     let state = Arc::new(ServerState {
         node: node.clone(),
         directory: directory.clone(),
+        receivers: receivers.clone(),
         chain: crate::chain::build_chain(
             node.clone(),
             directory,
+            receivers,
             spread,
             replicas,
             balances,

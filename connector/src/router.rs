@@ -89,6 +89,7 @@ mod tests {
             spread: None,
             max_packets_per_second: None,
             max_amount_per_second: None,
+            stream_receiver: false,
         }
     }
 

@@ -23,6 +23,7 @@ diesel::table! {
         spread -> Nullable<Numeric>,
         max_packets_per_second -> Nullable<Int8>,
         max_amount_per_second -> Nullable<Int8>,
+        stream_receiver -> Bool,
     }
 }
 
@@ -129,6 +130,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    node_secrets (name) {
+        name -> Text,
+        secret -> Bytea,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     rates (asset_code) {
         asset_code -> Text,
         rate -> Numeric,
@@ -209,6 +218,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     incoming_settlements,
     ledger_accounts,
     ledgers,
+    node_secrets,
     rates,
     routes,
     settlement_claims,

@@ -12,5 +12,6 @@ mod rate_limits;
 mod settle_api;
 mod settlement;
 mod stock_engines;
+mod stream;
 mod tls;
 mod two_nodes;

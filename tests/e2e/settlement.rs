@@ -151,6 +151,7 @@ async fn carol(conn: &mut AsyncPgConnection) -> i64 {
             spread: None,
             max_packets_per_second: None,
             max_amount_per_second: None,
+            stream_receiver: false,
         },
         Some(0),
     )

@@ -66,6 +66,9 @@ pub struct AccountInfo {
     pub max_packets_per_second: Option<u64>,
     /// Base units per second it may send (all connectors together); `None`: no limit.
     pub max_amount_per_second: Option<u64>,
+    /// Paid here: the connector answers its STREAM packets (see [`crate::stream`]) instead of
+    /// forwarding them, and its SPSP queries.
+    pub stream_receiver: bool,
 }
 
 /// How to reach an account over ILP-over-HTTP.
@@ -139,6 +142,7 @@ impl AccountInfo {
             max_amount_per_second: row
                 .max_amount_per_second
                 .and_then(|m| u64::try_from(m).ok()),
+            stream_receiver: row.stream_receiver,
         })
     }
 }

@@ -106,6 +106,11 @@ pub struct AccountSettings {
     /// Base units per second it may send, all connectors together; more get T04 (empty: no limit).
     #[arg(long)]
     max_amount_per_second: Option<String>,
+    /// Paid at this connector (true/false, default false): the connector answers STREAM
+    /// payments to the account's address and SPSP queries at `GET /<username>`, and credits
+    /// what arrives to the account.
+    #[arg(long)]
+    stream_receiver: Option<bool>,
 }
 
 /// Asset codes: letters and digits, 1 to 16 (the database checks the same).
@@ -246,6 +251,7 @@ impl AccountSettings {
             outgoing_token: optional_text(&self.outgoing_token),
             round_trip_time_ms,
             claims_public_key,
+            stream_receiver: self.stream_receiver,
         };
         let credit_limit = parse_optional_amount("credit-limit", self.credit_limit.as_deref())?;
         Ok((changes, credit_limit))
@@ -278,6 +284,7 @@ fn account_json(
         "spread": account.spread.map(|s| s.to_string()),
         "max_packets_per_second": account.max_packets_per_second,
         "max_amount_per_second": account.max_amount_per_second,
+        "stream_receiver": account.stream_receiver,
         "created_at": account.created_at.to_rfc3339(),
         "updated_at": account.updated_at.to_rfc3339(),
     })
@@ -428,6 +435,7 @@ async fn add(
         spread: changes.spread.flatten(),
         max_packets_per_second: changes.max_packets_per_second.flatten(),
         max_amount_per_second: changes.max_amount_per_second.flatten(),
+        stream_receiver: changes.stream_receiver.unwrap_or(false),
     };
     if let (Some(threshold), to) = (new.settle_threshold, new.settle_to)
         && to > threshold
@@ -533,6 +541,7 @@ async fn update(
         && changes.spread.is_none()
         && changes.max_packets_per_second.is_none()
         && changes.max_amount_per_second.is_none()
+        && changes.stream_receiver.is_none()
         && credit_limit.is_none();
     if nothing {
         bail!("nothing to update: give at least one setting");

@@ -7,6 +7,7 @@
 //! - [`routes`]: `routes add|list|remove`, the static routes.
 //! - [`rates`]: `rates set|list|remove`, the exchange rates.
 //! - [`balances`]: `balances` and `balances --watch`.
+//! - [`pay`]: `pay`, a STREAM payment from one of our accounts through the running node.
 
 /// `println!` that returns an error instead of panicking when stdout is gone (`| head`), so
 /// the command ends quietly.
@@ -19,11 +20,13 @@ macro_rules! say {
 
 pub mod accounts;
 pub mod balances;
+pub mod pay;
 pub mod rates;
 pub mod routes;
 
 pub use accounts::{AccountsCommand, run_accounts};
 pub use balances::{run_balances, watch_balances};
+pub use pay::{PayArgs, run_pay};
 pub use rates::{RatesCommand, run_rates};
 pub use routes::{RoutesCommand, run_routes};
 

@@ -9,6 +9,8 @@
 //! | content type other than `application/octet-stream`, `application/ilp+octet-stream` | 415 |
 //! | body over `http.max_body_bytes` | 413 |
 //! | body that is not an ILP Prepare | 400 |
+//! | `GET /{username}` of an account paid here (`stream_receiver`) | 200 + SPSP (RFC 9) JSON: a fresh STREAM destination and shared secret |
+//! | `GET /{username}` of any other name | 404 |
 //! | other paths / methods | 404 / 405 |
 
 use std::collections::HashMap;
@@ -31,6 +33,7 @@ use tracing::Instrument;
 
 use crate::accounts::{AccountInfo, SharedDirectory};
 use crate::packet::{Address, ErrorCode, Prepare};
+use crate::service::stream_receiver::HostedReceivers;
 use crate::service::{IncomingRequest, IncomingService, reject};
 
 use super::{ILP_OCTET_STREAM, OCTET_STREAM};
@@ -45,6 +48,8 @@ pub struct ServerState<S> {
     pub node: Arc<Address>,
     /// Accounts and tokens.
     pub directory: Arc<SharedDirectory>,
+    /// The STREAM receivers of accounts paid here, for SPSP queries.
+    pub receivers: HostedReceivers,
     /// The incoming chain.
     pub chain: S,
     /// Packets in flight at once; over it, T03 at once (a queued packet may outlive its expiry).
@@ -161,6 +166,14 @@ async fn handle<S: IncomingService>(
     state: &ServerState<S>,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path();
+    if request.method() == Method::GET
+        && let Some(username) = path.strip_prefix('/')
+        && !username.is_empty()
+        && !username.contains('/')
+        && username != "ilp"
+    {
+        return spsp(username, state);
+    }
     let username = match path {
         "/ilp" => None,
         _ => match path
@@ -250,6 +263,48 @@ async fn handle<S: IncomingService>(
         Ok(fulfill) => packet_response(fulfill.into_bytes()),
         Err(reject) => packet_response(reject.into_bytes()),
     }
+}
+
+/// SPSP (RFC 9): a fresh STREAM connection to the account `username`, when it is paid here.
+/// Anyone may ask (that is the point of a payment pointer); nothing is stored, since the
+/// shared secret is derived again from the destination when packets arrive.
+fn spsp<S>(username: &str, state: &ServerState<S>) -> Response<Full<Bytes>> {
+    let directory = state.directory.current();
+    let Some(account) = directory
+        .by_username(username)
+        .filter(|account| account.stream_receiver)
+    else {
+        return status(StatusCode::NOT_FOUND, "no such receiver");
+    };
+    let details = match state.receivers.connection(account) {
+        Ok(details) => details,
+        Err(err) => {
+            tracing::warn!(account = %account.username, error = %err, "cannot make an SPSP connection");
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot make a connection",
+            );
+        }
+    };
+    metrics::counter!("ilp_spsp_queries_total").increment(1);
+    let body = serde_json::json!({
+        "destination_account": details.destination.as_str(),
+        "shared_secret": base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            details.shared_secret,
+        ),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/spsp4+json"),
+    );
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 /// The account whose token the request carries. Only SHA-256 hashes of tokens are kept;

@@ -9,6 +9,7 @@ pub mod expiry;
 pub mod ildcp;
 pub mod peer;
 pub mod rate_limit;
+pub mod stream_receiver;
 pub mod validator;
 
 use std::sync::Arc;
@@ -138,6 +139,7 @@ pub(crate) mod testing {
             spread: None,
             max_packets_per_second: None,
             max_amount_per_second: None,
+            stream_receiver: false,
         })
     }
 

@@ -56,6 +56,9 @@ pub struct Account {
     pub max_packets_per_second: Option<i64>,
     /// Base units per second it may send, across all connectors; `None`: no limit.
     pub max_amount_per_second: Option<i64>,
+    /// Paid at the connector: it answers the account's STREAM packets and SPSP queries, and
+    /// credits what arrives to it.
+    pub stream_receiver: bool,
 }
 
 /// A new account.
@@ -96,6 +99,8 @@ pub struct NewAccount<'a> {
     pub max_packets_per_second: Option<i64>,
     /// See [`Account::max_amount_per_second`].
     pub max_amount_per_second: Option<i64>,
+    /// See [`Account::stream_receiver`].
+    pub stream_receiver: bool,
 }
 
 /// Changes to an account: `None` leaves a column as it is; `Some(None)` clears a nullable one.
@@ -130,6 +135,8 @@ pub struct AccountChanges {
     pub max_packets_per_second: Option<Option<i64>>,
     /// New amount rate limit.
     pub max_amount_per_second: Option<Option<i64>>,
+    /// New STREAM receiver setting.
+    pub stream_receiver: Option<bool>,
 }
 
 /// Inserts an account and its balance row (balance 0, the given credit limit), atomically.

@@ -7,6 +7,7 @@ pub mod claim;
 pub mod incoming_settlement;
 pub mod ledger;
 pub mod ledger_account;
+pub mod node_secret;
 pub mod rate;
 pub mod route;
 pub mod settlement;

@@ -26,6 +26,7 @@ pub fn new_account<'a>(username: &'a str, token_hash: &'a [u8]) -> NewAccount<'a
         spread: None,
         max_packets_per_second: None,
         max_amount_per_second: None,
+        stream_receiver: false,
     }
 }
 

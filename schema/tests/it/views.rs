@@ -87,6 +87,7 @@ fn account<'a>(
         spread: None,
         max_packets_per_second: None,
         max_amount_per_second: None,
+        stream_receiver: false,
     }
 }
 

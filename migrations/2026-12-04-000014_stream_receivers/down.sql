@@ -1,0 +1,2 @@
+DROP TABLE node_secrets;
+ALTER TABLE accounts DROP COLUMN stream_receiver;
