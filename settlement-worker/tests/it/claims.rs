@@ -73,6 +73,7 @@ async fn peer_account(
             spread: None,
             max_packets_per_second: None,
             max_amount_per_second: None,
+            stream_receiver: false,
         },
         Some(0),
     )

@@ -178,6 +178,7 @@ pub async fn funded_account(
             spread: None,
             max_packets_per_second: None,
             max_amount_per_second: None,
+            stream_receiver: false,
         },
         Some(0),
     )
