@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, on one machine: local PostgreSQL, migrations, an example configuration with
-# two accounts, then ilp-connector and ilp-settlement-worker in the foreground.
+# three accounts (scripts/example/accounts.sh), then ilp-connector and ilp-settlement-worker
+# in the foreground. Then, in another terminal, the README's quick start pays carol.
 # Ctrl-C (or SIGTERM) stops both cleanly.
 #
 #   scripts/run.sh            release build
@@ -24,19 +25,8 @@ echo "run.sh: $db_line"
 connector=("$bin/ilp-connector" --config scripts/example/connector.toml)
 "${connector[@]}" migrate
 
-# Two accounts: alice sends to us with a known token; bob receives at a local URL.
-if ! "${connector[@]}" accounts show alice >/dev/null 2>&1; then
-    "${connector[@]}" accounts add alice --asset-code USD --asset-scale 2 --relation child \
-        --incoming-token alice-token --credit-limit 100000 >/dev/null
-    echo "run.sh: added account alice (incoming token: alice-token)"
-fi
-if ! "${connector[@]}" accounts show bob >/dev/null 2>&1; then
-    "${connector[@]}" accounts add bob --asset-code USD --asset-scale 2 --relation peer \
-        --incoming-token bob-token --outgoing-url http://127.0.0.1:3999/ilp --outgoing-token bob-secret \
-        --settle-threshold 100000 --ledger example-claims >/dev/null
-    "${connector[@]}" routes add test.bob bob >/dev/null
-    echo "run.sh: added account bob, route test.bob -> bob"
-fi
+# The example's accounts: alice (sends with alice-token), carol (paid here), bob (a peer).
+ILP_BIN_DIR=$bin scripts/example/accounts.sh
 
 pids=()
 stop() {

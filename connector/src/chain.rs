@@ -4,6 +4,8 @@
 //! HTTP server (auth, body limit, in-flight cap → T03, one span per packet)
 //!  → IncomingValidator   expired → R00; over max packet amount → F08
 //!  → IldcpService        peer.config → the account's address, asset code and scale
+//!  → EchoService         echo requests to our address go back to their return address;
+//!                        our pings' 0-amount return legs (`<node>.~ping.<nonce>`) → Fulfill
 //!  → PeerSettleService   peer.settle, never forwarded: by the sender's ledger, a claim row
 //!                        (kind claims) or our RFC 38 engine's reply (kind rfc38) → Fulfill;
 //!                        no ledger → F02, bad claim → F00, engine or database down → T00/T01
@@ -34,6 +36,7 @@ use crate::packet::Address;
 use crate::rates::ExchangeRateService;
 use crate::router::Router;
 use crate::service::IncomingService;
+use crate::service::echo::EchoService;
 use crate::service::expiry::ExpiryShortener;
 use crate::service::ildcp::IldcpService;
 use crate::service::peer::PeerProtocolGuard;
@@ -56,6 +59,7 @@ pub fn build_chain(
     engine: impl SettlementEngine,
 ) -> impl IncomingService {
     let outgoing = HttpClientService::new(node.clone());
+    let receivers_ping_key = receivers.ping_key();
     let outgoing = StreamReceiverService::new(receivers, outgoing);
     let outgoing = OutgoingValidator::new(node.clone(), outgoing);
     let outgoing = ExpiryShortener::new(node.clone(), outgoing);
@@ -65,6 +69,7 @@ pub fn build_chain(
     let incoming = RateLimitService::new(node.clone(), replicas, incoming);
     let incoming = PeerProtocolGuard::new(node.clone(), incoming);
     let incoming = PeerSettleService::new(node.clone(), directory, claims, engine, incoming);
+    let incoming = EchoService::new(node.clone(), receivers_ping_key, incoming);
     let incoming = IldcpService::new(node.clone(), incoming);
     IncomingValidator::new(node, incoming)
 }

@@ -58,6 +58,8 @@ enum Command {
     /// Pay a STREAM receiver (SPSP URL, payment pointer, or ILP address with --shared-secret)
     /// from one of our accounts, through the running node, and print what was delivered.
     Pay(Box<cli::PayArgs>),
+    /// Round trips to an ILP address (echo protocol) through the running node, with times.
+    Ping(Box<cli::PingArgs>),
 }
 
 fn main() -> ExitCode {
@@ -164,6 +166,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             runtime::tls::init(&config.tls)?;
             let mut conn = connect(&config).await?;
             cli::run_pay(&mut conn, *args, config.http.listen, out).await
+        }
+        Command::Ping(args) => {
+            runtime::tls::init(&config.tls)?;
+            let node = config
+                .node
+                .ilp_address
+                .as_deref()
+                .map(connector::packet::Address::new)
+                .transpose()
+                .context("node.ilp_address")?;
+            let mut conn = connect(&config).await?;
+            cli::run_ping(&mut conn, *args, node.as_ref(), config.http.listen, out).await
         }
     }
 }

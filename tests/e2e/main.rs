@@ -8,6 +8,7 @@ mod exchange;
 mod hostile_peers;
 mod operations;
 mod packet_path;
+mod ping;
 mod rate_limits;
 mod settle_api;
 mod settlement;

@@ -147,3 +147,60 @@ async fn readme_add_a_peer_steps_get_a_payment_through() {
         other => panic!("expected T01, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn readme_quick_start_pays_carol_and_balances_show_it() {
+    // Proves the README's quick start, run literally after the example's own account set-up
+    // (scripts/example/accounts.sh, what scripts/run.sh runs), pays carol through a running
+    // connector with the example's address and port, pings it, and `balances` shows the
+    // payment, as the README says.
+    let db = Arc::new(TestDb::new().await);
+    let bin_dir = binary("ilp-connector").parent().unwrap().to_owned();
+    let database_url = db.url().to_owned();
+    let run = move |script: &str| {
+        Command::new("bash")
+            .args(["-euo", "pipefail", "-c", script])
+            .current_dir(repo())
+            .env("DATABASE_URL", &database_url)
+            .env("ILP_BIN_DIR", &bin_dir)
+            .env_remove("ILP_CONNECTOR_CONFIG")
+            .env_remove("ILP_CONNECTOR_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let setup = run("scripts/example/accounts.sh");
+    assert!(
+        setup.status.success(),
+        "accounts.sh: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    // The example's node: its address and listener (the quick start names both).
+    let _node = Node::start_with_url(db.url(), "test.example", "127.0.0.1:7770", &[]);
+
+    let steps = readme_block("quick-start");
+    let out = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(&steps)
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "README quick start failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("500 USD base units sent of 500; 500 USD (scale 2) base units delivered"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 pings, 2 replies"), "{stdout}");
+    let carol = stdout
+        .lines()
+        .find(|line| line.starts_with("carol "))
+        .unwrap_or_else(|| panic!("balances shows no carol: {stdout}"));
+    assert_eq!(carol.split_whitespace().nth(2), Some("500"), "{carol}");
+    let rows = account_balances(db.url()).await;
+    let by_name = |name: &str| rows.iter().find(|r| r.username == name).unwrap().balance;
+    assert_eq!((by_name("alice"), by_name("carol")), (-500, 500));
+}

@@ -8,6 +8,7 @@
 //! - [`rates`]: `rates set|list|remove`, the exchange rates.
 //! - [`balances`]: `balances` and `balances --watch`.
 //! - [`pay`]: `pay`, a STREAM payment from one of our accounts through the running node.
+//! - [`ping`]: `ping`, echo round trips to an address through the running node.
 
 /// `println!` that returns an error instead of panicking when stdout is gone (`| head`), so
 /// the command ends quietly.
@@ -21,12 +22,14 @@ macro_rules! say {
 pub mod accounts;
 pub mod balances;
 pub mod pay;
+pub mod ping;
 pub mod rates;
 pub mod routes;
 
 pub use accounts::{AccountsCommand, run_accounts};
 pub use balances::{run_balances, watch_balances};
 pub use pay::{PayArgs, run_pay};
+pub use ping::{PingArgs, run_ping};
 pub use rates::{RatesCommand, run_rates};
 pub use routes::{RoutesCommand, run_routes};
 

@@ -182,7 +182,10 @@ fn print_report(
     Ok(())
 }
 
-fn default_node_url(listen: std::net::SocketAddr, username: &str) -> anyhow::Result<Uri> {
+pub(super) fn default_node_url(
+    listen: std::net::SocketAddr,
+    username: &str,
+) -> anyhow::Result<Uri> {
     let ip = match listen.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
         ip if ip.is_unspecified() => "[::1]".to_owned(),
@@ -296,10 +299,10 @@ async fn query_spsp(client: &HttpClient, url: &str) -> anyhow::Result<(Address, 
 }
 
 /// The running node, reached over ILP-over-HTTP as the paying account.
-struct NodePath {
-    client: HttpClient,
-    url: Uri,
-    authorization: HeaderValue,
+pub(super) struct NodePath {
+    pub(super) client: HttpClient,
+    pub(super) url: Uri,
+    pub(super) authorization: HeaderValue,
 }
 
 impl NodePath {

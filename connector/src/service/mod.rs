@@ -5,6 +5,7 @@
 //! has chosen the next hop, outgoing services take an [`OutgoingRequest`]. `chain.rs`
 //! writes the order down in one place.
 
+pub mod echo;
 pub mod expiry;
 pub mod ildcp;
 pub mod peer;

@@ -39,6 +39,11 @@ impl HostedReceivers {
         }
     }
 
+    /// The key our pings' return legs are fulfilled with (see [`crate::service::echo`]).
+    pub fn ping_key(&self) -> [u8; 32] {
+        crate::service::echo::ping_key(&self.node_secret)
+    }
+
     /// The receiver of account `id`.
     pub fn receiver(&self, id: i64) -> StreamReceiver {
         let secret = hmac_sha256(
