@@ -251,15 +251,18 @@ async fn pay_pays_a_js_stream_receiver_across_assets() {
 async fn pay_of_thousands_of_packets_to_a_hosted_receiver_is_exact() {
     // Proves a payment far larger than the largest packet completes, split in thousands of
     // packets, with the receiver credited exactly the sum `pay` reports and the sender debited
-    // exactly the amount; SPSP by payment-pointer-style URL, same asset.
+    // exactly the amount, while the SPSP answer came from another replica; same asset.
     let db = Arc::new(TestDb::new().await);
     let url = db.url().to_owned();
     add(&url, "alice", "USD", "2", &["--max-packet-amount", "1000"]);
     add(&url, "carol", "USD", "2", &["--stream-receiver", "true"]);
     let node = Node::start_on(db.clone(), "test.node", &[]);
+    // A second replica on the same database hands out the connection: the node secret is
+    // shared through the database, so the first one answers its packets.
+    let replica = Node::start_on(db.clone(), "test.node", &[]);
 
     let amount = 3_000_000u64; // at most 1000 per packet: 3000 packets at least
-    let spsp = format!("http://{}/carol", node.addr);
+    let spsp = format!("http://{}/carol", replica.addr);
     let out = tokio::task::spawn_blocking({
         let node = node_handle(&node);
         move || node.pay(&[&spsp, &amount.to_string()])
