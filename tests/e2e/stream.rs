@@ -392,3 +392,62 @@ impl NodeHandle {
             .expect("running ilp-connector pay")
     }
 }
+
+#[tokio::test]
+async fn a_rate_that_worsens_mid_payment_stops_pay_with_the_books_matching_its_report() {
+    // Proves the slippage guard end to end: the rate halves while `pay` is sending (the CLI
+    // changes it; the connector applies it within milliseconds), the receiver then rejects
+    // every packet below its minimum, and `pay` stops with a clear error whose report says
+    // exactly what was sent and delivered, which is what the books say: nothing half-applied.
+    let db = Arc::new(TestDb::new().await);
+    let url = db.url().to_owned();
+    add(&url, "alice", "USD", "2", &["--max-packet-amount", "1000"]);
+    add(&url, "carol", "EUR", "2", &["--stream-receiver", "true"]);
+    cli(&url, &["rates", "set", "USD", "1"]);
+    cli(&url, &["rates", "set", "EUR", "1"]);
+    let node = Node::start_on(db.clone(), "test.node", &[]);
+
+    let amount = 20_000_000u64; // 20,000 packets: far longer than the rate change takes
+    let spsp = format!("http://{}/carol", node.addr);
+    let paying = tokio::task::spawn_blocking({
+        let handle = node_handle(&node);
+        move || handle.pay(&["--max-slippage", "0.05", &spsp, &amount.to_string()])
+    });
+    // Once money arrives, make EUR twice as dear: each USD now buys half a EUR.
+    e2e::wait_for(Duration::from_secs(30), "the payment under way", || async {
+        let rows = e2e::account_balances(&url).await;
+        (rows
+            .iter()
+            .any(|row| row.username == "carol" && row.balance > 0))
+        .then_some(())
+    })
+    .await;
+    cli(&url, &["rates", "set", "EUR", "2"]);
+    let out = paying.await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "pay completed despite the rate: {stderr}"
+    );
+    assert!(stderr.contains("rate"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("pay: {report}");
+    assert_eq!(report["complete"], false, "{report}");
+    let (sent, delivered) = (
+        report["source_sent"].as_i64().unwrap(),
+        report["delivered"].as_i64().unwrap(),
+    );
+    assert!(0 < sent && (sent as u64) < amount, "{report}");
+
+    let rows = idle_balances(&url, Duration::from_secs(10)).await;
+    assert_eq!(
+        balance(&rows, "alice"),
+        -sent,
+        "alice paid what pay reports sent"
+    );
+    assert_eq!(
+        balance(&rows, "carol"),
+        delivered,
+        "carol got what pay reports delivered"
+    );
+}
