@@ -53,28 +53,6 @@ fn ping(node: &Target, from: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn child(db: &str, name: &str) {
-    let token = format!("{name}-token");
-    cli(
-        db,
-        &[
-            "accounts",
-            "add",
-            name,
-            "--relation",
-            "child",
-            "--asset-code",
-            "USD",
-            "--asset-scale",
-            "2",
-            "--incoming-token",
-            &token,
-            "--credit-limit",
-            "",
-        ],
-    );
-}
-
 fn peer(db: &str, name: &str, incoming: &str, outgoing_url: &str, outgoing: &str) {
     cli(
         db,
@@ -108,7 +86,7 @@ async fn ping_comes_back_from_our_node_and_from_a_peer() {
     // balance moves.
     let (db_a, db_b) = (Arc::new(TestDb::new().await), Arc::new(TestDb::new().await));
     let (port_a, port_b) = (free_port(), free_port());
-    child(db_a.url(), "alice");
+    e2e::add_child(db_a.url(), "alice", "");
     peer(
         db_a.url(),
         "b",

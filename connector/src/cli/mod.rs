@@ -28,7 +28,7 @@ pub mod routes;
 
 pub use accounts::{AccountsCommand, run_accounts};
 pub use balances::{run_balances, watch_balances};
-pub use pay::{PayArgs, run_pay};
+pub use pay::{PayArgs, SendAs, run_pay};
 pub use ping::{PingArgs, run_ping};
 pub use rates::{RatesCommand, run_rates};
 pub use routes::{RoutesCommand, run_routes};

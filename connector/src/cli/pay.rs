@@ -25,10 +25,10 @@ use super::{Output, find};
 use crate::packet::{Address, ErrorCode, Fulfill, Packet, Prepare, Reject, RejectBuilder};
 use crate::stream::{AssetDetails, IlpSend, PayError, PayOptions, PayReport, Progress, pay};
 
-/// `pay` arguments.
+/// Who sends, and through which node: `pay`'s and `ping`'s first arguments.
 #[derive(Debug, clap::Args)]
-pub struct PayArgs {
-    /// The account that pays: the node debits it, as for any packet it sends.
+pub struct SendAs {
+    /// The account that sends: the node debits it, as for any packet it sends.
     #[arg(long)]
     pub from: String,
     /// That account's incoming bearer token.
@@ -38,6 +38,29 @@ pub struct PayArgs {
     /// `http://<listen>/accounts/<from>/ilp`, with 127.0.0.1 for an unspecified address).
     #[arg(long)]
     pub node_url: Option<Uri>,
+}
+
+impl SendAs {
+    /// The running node as a packet path, reached with the account's token.
+    pub(super) fn path(&self, listen: std::net::SocketAddr) -> anyhow::Result<NodePath> {
+        Ok(NodePath {
+            client: http_client(Duration::from_secs(5), |pool| pool),
+            url: match self.node_url.clone() {
+                Some(url) => url,
+                None => default_node_url(listen, &self.from)?,
+            },
+            authorization: HeaderValue::from_str(&format!("Bearer {}", self.token))
+                .context("--token is not a valid header value")?,
+        })
+    }
+}
+
+/// `pay` arguments.
+#[derive(Debug, clap::Args)]
+pub struct PayArgs {
+    /// The paying account and its node.
+    #[command(flatten)]
+    pub send_as: SendAs,
     /// The shared secret (base64) when RECEIVER is an ILP address.
     #[arg(long)]
     pub shared_secret: Option<String>,
@@ -72,15 +95,11 @@ pub async fn run_pay(
     if args.max_slippage < Decimal::ZERO || args.max_slippage >= Decimal::ONE {
         bail!("--max-slippage must be at least 0 and below 1");
     }
-    let from = find(conn, &args.from).await?;
+    let from = find(conn, &args.send_as.from).await?;
     let scale = u8::try_from(from.asset_scale).context("the account's asset scale")?;
-    let node_url = match args.node_url.clone() {
-        Some(url) => url,
-        None => default_node_url(listen, &from.username)?,
-    };
-    let client = http_client(Duration::from_secs(5), |pool| pool);
+    let path = args.send_as.path(listen)?;
     let (destination, shared_secret) =
-        resolve_receiver(&client, &args.receiver, args.shared_secret.as_deref()).await?;
+        resolve_receiver(&path.client, &args.receiver, args.shared_secret.as_deref()).await?;
 
     let show_progress = !out.json;
     let last_shown = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
@@ -106,12 +125,6 @@ pub async fn run_pay(
         }),
         progress: Some(Arc::new(progress)),
         ..PayOptions::default()
-    };
-    let path = NodePath {
-        client,
-        url: node_url,
-        authorization: HeaderValue::from_str(&format!("Bearer {}", args.token))
-            .context("--token is not a valid header value")?,
     };
     let outcome = pay(
         &path,
@@ -182,10 +195,7 @@ fn print_report(
     Ok(())
 }
 
-pub(super) fn default_node_url(
-    listen: std::net::SocketAddr,
-    username: &str,
-) -> anyhow::Result<Uri> {
+fn default_node_url(listen: std::net::SocketAddr, username: &str) -> anyhow::Result<Uri> {
     let ip = match listen.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
         ip if ip.is_unspecified() => "[::1]".to_owned(),
@@ -300,9 +310,9 @@ async fn query_spsp(client: &HttpClient, url: &str) -> anyhow::Result<(Address, 
 
 /// The running node, reached over ILP-over-HTTP as the paying account.
 pub(super) struct NodePath {
-    pub(super) client: HttpClient,
-    pub(super) url: Uri,
-    pub(super) authorization: HeaderValue,
+    client: HttpClient,
+    url: Uri,
+    authorization: HeaderValue,
 }
 
 impl NodePath {

@@ -10,13 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use diesel_async::AsyncPgConnection;
-use hyper::Uri;
-use hyper::header::HeaderValue;
-use runtime::http::http_client;
 use schema::models::node_secret::{self, node_secret};
 use serde_json::json;
 
-use super::pay::{NodePath, default_node_url};
+use super::pay::SendAs;
 use super::{Output, find};
 use crate::packet::{Address, AddressRef, PrepareBuilder, condition_for};
 use crate::service::echo::{PING_SEGMENT, echo_request_data, ping_fulfillment, ping_key};
@@ -25,15 +22,9 @@ use crate::stream::IlpSend;
 /// `ping` arguments.
 #[derive(Debug, clap::Args)]
 pub struct PingArgs {
-    /// The account that sends the pings.
-    #[arg(long)]
-    pub from: String,
-    /// That account's incoming bearer token.
-    #[arg(long, env = "ILP_CONNECTOR_TOKEN", hide_env_values = true)]
-    pub token: String,
-    /// The node's ILP-over-HTTP endpoint (default: from `http.listen`, as for `pay`).
-    #[arg(long)]
-    pub node_url: Option<Uri>,
+    /// The account that sends the pings and its node.
+    #[command(flatten)]
+    pub send_as: SendAs,
     /// Pings to send, one a second.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub count: u32,
@@ -58,21 +49,13 @@ pub async fn run_ping(
     let target = AddressRef::new(&args.address)
         .map_err(|err| anyhow::anyhow!("{:?} is not an ILP address: {err}", args.address))?
         .to_address();
-    let from = find(conn, &args.from).await?;
+    find(conn, &args.send_as.from).await?;
     let key = ping_key(
         &node_secret(conn, node_secret::STREAM)
             .await
             .context("reading the node's stream secret (run `ilp-connector migrate`)")?,
     );
-    let path = NodePath {
-        client: http_client(Duration::from_secs(5), |pool| pool),
-        url: match args.node_url.clone() {
-            Some(url) => url,
-            None => default_node_url(listen, &from.username)?,
-        },
-        authorization: HeaderValue::from_str(&format!("Bearer {}", args.token))
-            .context("--token is not a valid header value")?,
-    };
+    let path = args.send_as.path(listen)?;
     let mut rtts = Vec::new();
     let mut failures = Vec::new();
     for seq in 1..=args.count {
