@@ -6,6 +6,13 @@
 #   scripts/db.sh status    say whether it runs
 #   scripts/db.sh stop      stop it (data kept)
 #   scripts/db.sh destroy   stop it and delete its directory
+#   scripts/db.sh standby-of PORT
+#                           make this cluster a streaming standby of the cluster on
+#                           127.0.0.1:PORT (a base backup, once) and start it; the primary then
+#                           commits only once this standby has the WAL (synchronous_commit=on
+#                           with synchronous_standby_names naming it); prints DATABASE_URL=...
+#                           with both hosts and target_session_attrs=read-write
+#   scripts/db.sh promote   make this standby the primary (after its primary is lost)
 #
 # Environment: ILP_PG_DIR (cluster directory, default <repo>/.pg, git-ignored),
 # ILP_PG_PORT (default 54329), ILP_PG_DB (database created for the URL, default ilp).
@@ -117,6 +124,52 @@ start() {
     echo "DATABASE_URL=$url"
 }
 
+# psql as the cluster's superuser on 127.0.0.1:$1, unaligned and quiet.
+psql_at() {
+    local at=$1
+    shift
+    PGPASSWORD=$password "$bindir/psql" -h 127.0.0.1 -p "$at" -U "$user" -d postgres -qtA "$@"
+}
+
+standby_of() {
+    local primary=$1
+    [ -n "$primary" ] || { log "usage: scripts/db.sh standby-of PRIMARY_PORT"; exit 2; }
+    [ -n "$bindir" ] || { log "no PostgreSQL server binaries (run scripts/db.sh start first)"; exit 1; }
+    mkdir -p "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
+    local name="standby_$port"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        log "base backup of 127.0.0.1:$primary into $dir/data"
+        as_owner env PGPASSWORD=$password "$bindir/pg_basebackup" -h 127.0.0.1 -p "$primary" \
+            -U "$user" -D "$dir/data" -X stream -R -c fast >&2
+        # The standby names itself, so the primary can wait for it by name.
+        echo "primary_conninfo = 'host=127.0.0.1 port=$primary user=$user password=$password application_name=$name'" \
+            | as_owner tee -a "$dir/data/postgresql.auto.conf" >/dev/null
+    fi
+    if ! is_running; then
+        rm -f "$dir/data/postmaster.pid" "$dir"/.s.PGSQL."$port".lock
+        as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 9>&- \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=on -c synchronous_commit=on" \
+            start >/dev/null || { tail -n 20 "$dir/server.log" >&2; exit 1; }
+        log "standby of 127.0.0.1:$primary listening on 127.0.0.1:$port"
+    fi
+    psql_at "$primary" -c "ALTER SYSTEM SET synchronous_standby_names = '$name'" -c "SELECT pg_reload_conf()" >/dev/null
+    local i
+    for i in $(seq 300); do
+        [ "$(psql_at "$primary" -c "SELECT sync_state FROM pg_stat_replication WHERE application_name = '$name'")" = sync ] && break
+        sleep 0.1
+    done
+    [ "$i" -lt 300 ] || { log "the standby did not become synchronous within 30 s"; exit 1; }
+    log "127.0.0.1:$primary now commits synchronously with $name"
+    echo "DATABASE_URL=postgres://$user:$password@127.0.0.1:$primary,127.0.0.1:$port/$db?target_session_attrs=read-write"
+}
+
+promote() {
+    is_running || { log "not running"; exit 1; }
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -w promote >/dev/null
+    log "promoted: 127.0.0.1:$port is a primary"
+}
+
 stop_server() {
     if is_running; then
         as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
@@ -131,5 +184,7 @@ status)
     if is_running; then echo "running on 127.0.0.1:$port ($dir)"; else echo "not running"; exit 3; fi ;;
 stop) stop_server ;;
 destroy) stop_server; rm -rf "$dir"; log "removed $dir" ;;
-*) echo "usage: scripts/db.sh [start|url|status|stop|destroy]" >&2; exit 2 ;;
+standby-of) standby_of "${2:-}" ;;
+promote) promote ;;
+*) echo "usage: scripts/db.sh [start|url|status|stop|destroy|standby-of PORT|promote]" >&2; exit 2 ;;
 esac

@@ -32,7 +32,7 @@ impl PrivateCluster {
 
     fn run(&self, action: &str) -> String {
         let out = Command::new(Self::script())
-            .arg(action)
+            .args(action.split(' '))
             .env("ILP_PG_DIR", &self.dir)
             .env("ILP_PG_PORT", self.port.to_string())
             .env("ILP_PG_DB", "ilp")
@@ -61,6 +61,25 @@ impl PrivateCluster {
             .to_owned();
         cli(&cluster.url, &["migrate"]);
         cluster
+    }
+
+    /// A synchronous streaming standby of `primary` (`scripts/db.sh standby-of`); its `url`
+    /// names both hosts with `target_session_attrs=read-write`, so it reaches whichever of
+    /// the two is the primary.
+    fn standby_of(primary: &PrivateCluster) -> PrivateCluster {
+        let dir =
+            std::env::temp_dir().join(format!("ilp-e2e-pg-{}-{}", std::process::id(), free_port()));
+        let mut standby = PrivateCluster {
+            dir,
+            port: free_port(),
+            url: String::new(),
+        };
+        let line = standby.run(&format!("standby-of {}", primary.port));
+        standby.url = line
+            .strip_prefix("DATABASE_URL=")
+            .expect("db.sh prints the URL")
+            .to_owned();
+        standby
     }
 
     /// SIGKILLs the postmaster and every backend at once: a crash, with no shutdown at all.
@@ -220,6 +239,46 @@ async fn postgres_killed_and_stopped_under_load_loses_and_doubles_nothing() {
         "traffic did not come back after a restart: {ratios:.2?}"
     );
     assert_exactly_once(&cluster.url, &seen, &receiver).await;
+}
+
+#[tokio::test]
+async fn the_primary_lost_under_load_and_the_standby_promoted_loses_and_doubles_nothing() {
+    // Proves the failover path (issue 17's core): with a synchronous standby and a two-host
+    // URL, the primary is SIGKILLed under c=16 and the standby promoted; the connector finds
+    // the new primary by itself, serves again, and on the new primary every Fulfill the next
+    // hop gave is posted exactly once, balances equal their journals and sum to 0.
+    let receiver = Receiver::start(Behaviour::Fulfill).await;
+    let primary = PrivateCluster::start();
+    let standby = PrivateCluster::standby_of(&primary);
+    let url = standby.url.clone(); // both hosts: whichever is the primary
+    add_accounts(&url, &receiver, "1000000000000");
+    let node = Node::start_with_url(&url, "test.node", "127.0.0.1:0", &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = traffic(&node, 16, &stop);
+    let before = rate(&receiver, Duration::from_secs(1)).await;
+    assert!(before > 0.0, "no traffic before the failover");
+    primary.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    standby.run("promote");
+    let promoted = Instant::now();
+    let back = e2e::wait_for(
+        Duration::from_secs(20),
+        "traffic on the new primary",
+        || async {
+            (rate(&receiver, Duration::from_millis(500)).await > 0.0).then(|| promoted.elapsed())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let seen = load.await.unwrap();
+    eprintln!("serving again {back:?} after the promotion; {seen:?}");
+    assert_eq!(seen.errors, 0, "{seen:?}");
+    assert!(
+        seen.rejects.keys().all(|code| code == "T00"),
+        "only T00 while no primary answered: {seen:?}"
+    );
+    assert_exactly_once(&url, &seen, &receiver).await;
 }
 
 /// How a commit that waits for a standby ends.
