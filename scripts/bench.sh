@@ -28,7 +28,10 @@
 # beside the slowest packets of the seconds around it; ROUTE_CHANGE=control runs the same CLI
 # process and probes but changes nothing (`accounts show bob`, probes to example.bob), to tell
 # what the harness costs from what the change costs. CONNECTOR_BIN=PATH benchmarks another
-# build of ilp-connector (an older commit's, say) with this script.
+# build of ilp-connector (an older commit's, say) with this script. STANDBY=1 adds a
+# synchronous streaming standby (scripts/db.sh standby-of) on the next port: every durable
+# commit then waits for it, and the connector gets the two-host URL (the postgres CPU column
+# counts both servers).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -51,6 +54,11 @@ cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     if [ "$mode" = anchor ]; then OUTDIR=$out/anchor CARGO_TARGET_DIR=$repo/target/bench-harness "$bench/anchor.sh" stop >/dev/null 2>&1 || true; fi
+    if [ -n "${standby_port:-}" ]; then
+        # The primary must not wait for a standby that is gone.
+        psql -q "${primary_url%/*}/postgres" -c "ALTER SYSTEM RESET synchronous_standby_names" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
+        ILP_PG_DIR=$out/standby ILP_PG_PORT=$standby_port scripts/db.sh destroy >/dev/null 2>&1 || true
+    fi
 }
 trap cleanup EXIT
 
@@ -94,7 +102,16 @@ connector)
     [ -n "${CONNECTOR_BIN:-}" ] || cargo build --release --quiet --bin ilp-connector
     db_line=$(ILP_PG_DB=ilp_bench scripts/db.sh start)
     db_url=${db_line#DATABASE_URL=}
-    psql -q "${db_url%/*}/postgres" -c "DROP DATABASE IF EXISTS ilp_bench WITH (FORCE)" -c "CREATE DATABASE ilp_bench"
+    psql -q "${db_url%/*}/postgres" -c "DROP DATABASE IF EXISTS ilp_bench WITH (FORCE)" -c "CREATE DATABASE ilp_bench" \
+        -c "ALTER SYSTEM RESET synchronous_standby_names" -c "SELECT pg_reload_conf()" >/dev/null
+    primary_url=$db_url
+    if [ "${STANDBY:-0}" = 1 ]; then
+        # A synchronous standby on the next port: every commit waits until it has the WAL.
+        standby_port=$(( ${ILP_PG_PORT:-54329} + 1 ))
+        ILP_PG_DIR=$out/standby ILP_PG_PORT=$standby_port scripts/db.sh destroy >/dev/null 2>&1 || true
+        db_line=$(ILP_PG_DIR=$out/standby ILP_PG_PORT=$standby_port ILP_PG_DB=ilp_bench scripts/db.sh standby-of "${ILP_PG_PORT:-54329}")
+        db_url=${db_line#DATABASE_URL=}
+    fi
     export DATABASE_URL=$db_url
     $bin migrate >/dev/null
     $bin accounts add alice --asset-code XYZ --asset-scale 9 --relation child --incoming-token alice-token --credit-limit "${CREDIT_LIMIT:-}" >/dev/null
