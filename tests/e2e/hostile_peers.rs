@@ -100,13 +100,21 @@ async fn slow_header_connections_neither_block_a_prepare_nor_stay_open() {
         started.elapsed() >= Duration::from_secs(2),
         "closed before the timeout"
     );
-    let timeouts = metric(
-        &node,
-        "ilp_http_header_timeouts_total",
-        &[("listener", "ilp-over-http")],
-    )
+    // A connection is counted once its task ends, just after hyper has closed it: the count
+    // may trail the last close by a moment on a busy machine.
+    let counted = || async {
+        metric(
+            &node,
+            "ilp_http_header_timeouts_total",
+            &[("listener", "ilp-over-http")],
+        )
+        .await
+    };
+    let all = e2e::eventually(Duration::from_secs(5), || async {
+        (counted().await >= 2_000.0).then_some(())
+    })
     .await;
-    assert!(timeouts >= 2_000.0, "{timeouts} header timeouts counted");
+    assert!(all.is_some(), "{} header timeouts counted", counted().await);
     assert!(matches!(
         pay(&node, "alice-token").await,
         Packet::Fulfill(_)
@@ -138,13 +146,18 @@ async fn connections_over_the_cap_are_closed_at_once_and_counted() {
         "a free connection slot",
         || async {
             let prepare = e2e::prepare("test.node.bob", 5, Duration::from_secs(10));
-            let (status, packet) = e2e::send(
+            // The held connections close asynchronously: until one has, a new one is
+            // closed at once, which is the cap working, not a failure.
+            match e2e::try_send(
                 &node.url(),
                 Some("alice-token"),
                 prepare.into_bytes().freeze(),
             )
-            .await;
-            (status == hyper::StatusCode::OK).then_some(packet)
+            .await
+            {
+                Ok((hyper::StatusCode::OK, packet)) => Some(packet),
+                _ => None,
+            }
         },
     )
     .await;

@@ -135,8 +135,17 @@ pub fn prepare(destination: &str, amount: u64, expires_in: Duration) -> Prepare 
 }
 
 /// POSTs `body` to `url` with `token` (if any); returns the status and the parsed packet
-/// (for a 200).
+/// (for a 200). Panics when the request cannot be sent: see [`try_send`].
 pub async fn send(url: &str, token: Option<&str>, body: Bytes) -> (StatusCode, Option<Packet>) {
+    try_send(url, token, body).await.expect("sending")
+}
+
+/// [`send`], with a connection the server closed or refused as an error to retry on.
+pub async fn try_send(
+    url: &str,
+    token: Option<&str>,
+    body: Bytes,
+) -> Result<(StatusCode, Option<Packet>), String> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let mut request = Request::post(url).header("content-type", "application/octet-stream");
@@ -146,17 +155,17 @@ pub async fn send(url: &str, token: Option<&str>, body: Bytes) -> (StatusCode, O
     let response = client
         .request(request.body(Full::new(body)).expect("request"))
         .await
-        .expect("sending");
+        .map_err(|err| format!("{err:?}"))?;
     let status = response.status();
     let body = response
         .into_body()
         .collect()
         .await
-        .expect("reading the answer")
+        .map_err(|err| format!("reading the answer: {err:?}"))?
         .to_bytes();
     let packet = (status == StatusCode::OK)
         .then(|| Packet::try_from(BytesMut::from(&body[..])).expect("a packet"));
-    (status, packet)
+    Ok((status, packet))
 }
 
 /// POSTs a Prepare; returns the packet the connector answered with (status must be 200).
