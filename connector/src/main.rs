@@ -132,14 +132,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Accounts(command) => {
-            let node = config
-                .node
-                .ilp_address
-                .as_deref()
-                .map(connector::packet::Address::new)
-                .transpose()
-                .ok()
-                .flatten();
+            // Only for showing children's addresses: an unusable one shows none.
+            let node = node_address(&config).ok().flatten();
             let mut conn = connect(&config).await?;
             cli::run_accounts(&mut conn, *command, node.as_ref(), out).await
         }
@@ -169,17 +163,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ping(args) => {
             runtime::tls::init(&config.tls)?;
-            let node = config
-                .node
-                .ilp_address
-                .as_deref()
-                .map(connector::packet::Address::new)
-                .transpose()
-                .context("node.ilp_address")?;
+            let node = node_address(&config)?;
             let mut conn = connect(&config).await?;
             cli::run_ping(&mut conn, *args, node.as_ref(), config.http.listen, out).await
         }
     }
+}
+
+/// `node.ilp_address`, checked, if set.
+fn node_address(config: &ConnectorConfig) -> anyhow::Result<Option<connector::packet::Address>> {
+    config
+        .node
+        .ilp_address
+        .as_deref()
+        .map(connector::packet::Address::new)
+        .transpose()
+        .context("node.ilp_address")
 }
 
 async fn connect(config: &ConnectorConfig) -> anyhow::Result<diesel_async::AsyncPgConnection> {

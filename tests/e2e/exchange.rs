@@ -6,14 +6,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use connector::packet::{ErrorCode, Packet};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use e2e::{Behaviour, Node, Receiver, cli, free_port, js_dir, send_prepare, wait_for};
+use e2e::{Behaviour, Node, Receiver, cli, free_port, send_prepare, wait_for};
 use http_body_util::Full;
 use schema::test_db::TestDb;
 
@@ -380,32 +379,19 @@ async fn a_js_stream_payment_from_usd_to_eur_delivers_what_the_rate_says() {
     );
 
     let amount: i64 = 10_000_000_000; // 10 USD at scale 9
-    let out = tokio::task::spawn_blocking({
-        let connector = node.url();
-        move || {
-            Command::new("timeout")
-                .args(["120", "node", "stream-pay.js"])
-                .current_dir(js_dir("ilp-protocol-stream"))
-                .env("CONNECTOR_URL", connector)
-                .env("SENDER_PORT", sender_port.to_string())
-                .env("RECEIVER_PORT", receiver_port.to_string())
-                .env("SENDER_TOKEN", "alice-token")
-                .env("RECEIVER_TOKEN", "bob-token")
-                .env("INCOMING_TOKEN", "connector-token")
-                .env("AMOUNT", amount.to_string())
-                .output()
-                .expect("running node (scripts/js.sh installs it)")
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "stream-pay.js failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    eprintln!("stream-pay.js: {result}");
+    let result = e2e::run_js(
+        "stream-pay.js",
+        vec![
+            ("CONNECTOR_URL", node.url()),
+            ("SENDER_PORT", sender_port.to_string()),
+            ("RECEIVER_PORT", receiver_port.to_string()),
+            ("SENDER_TOKEN", "alice-token".into()),
+            ("RECEIVER_TOKEN", "bob-token".into()),
+            ("INCOMING_TOKEN", "connector-token".into()),
+            ("AMOUNT", amount.to_string()),
+        ],
+    )
+    .await;
     let number = |key: &str| result[key].as_str().unwrap().parse::<i64>().unwrap();
     assert_eq!(result["source"], "USD/9", "{result}");
     assert_eq!(result["destination"], "EUR/6", "{result}");

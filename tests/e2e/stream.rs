@@ -101,31 +101,18 @@ async fn a_js_stream_sender_pays_an_account_hosted_here_across_assets() {
     assert_eq!(status, 404);
 
     let amount: i64 = 10_000_000_000; // 10 USD at scale 9
-    let out = tokio::task::spawn_blocking({
-        let (connector, spsp) = (node.url(), format!("http://{}/carol", node.addr));
-        move || {
-            Command::new("timeout")
-                .args(["120", "node", "stream-send.js"])
-                .current_dir(js_dir("ilp-protocol-stream"))
-                .env("CONNECTOR_URL", connector)
-                .env("SENDER_PORT", sender_port.to_string())
-                .env("SENDER_TOKEN", "alice-token")
-                .env("INCOMING_TOKEN", "connector-token")
-                .env("SPSP_URL", spsp)
-                .env("AMOUNT", amount.to_string())
-                .output()
-                .expect("running node (scripts/js.sh installs it)")
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "stream-send.js failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    eprintln!("stream-send.js: {result}");
+    let result = e2e::run_js(
+        "stream-send.js",
+        vec![
+            ("CONNECTOR_URL", node.url()),
+            ("SENDER_PORT", sender_port.to_string()),
+            ("SENDER_TOKEN", "alice-token".into()),
+            ("INCOMING_TOKEN", "connector-token".into()),
+            ("SPSP_URL", format!("http://{}/carol", node.addr)),
+            ("AMOUNT", amount.to_string()),
+        ],
+    )
+    .await;
     let number = |key: &str| result[key].as_str().unwrap().parse::<i64>().unwrap();
     assert!(
         result["destination_account"]

@@ -497,6 +497,30 @@ pub fn js_dir(package: &str) -> PathBuf {
     dir
 }
 
+/// Runs `node <script>` of `tests/js` (at most 120 s) with `env`, from a blocking task; the
+/// script must succeed and print one JSON line, which is returned.
+pub async fn run_js(script: &'static str, env: Vec<(&'static str, String)>) -> serde_json::Value {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .args(["120", "node", script])
+            .current_dir(js_dir("ilp-protocol-stream"))
+            .envs(env)
+            .output()
+            .expect("running node (scripts/js.sh installs it)")
+    })
+    .await
+    .expect("the node task");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|err| panic!("{script} printed no JSON ({err})"));
+    eprintln!("{script}: {result}");
+    result
+}
+
 /// Adds `alice`, a child in USD cents that sends with token `alice-token` and may owe us
 /// `credit_limit` (empty: unlimited), to the database at `database_url`.
 pub fn add_sender(database_url: &str, credit_limit: &str) {

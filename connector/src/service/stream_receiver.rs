@@ -99,15 +99,6 @@ impl<O: OutgoingService> OutgoingService for StreamReceiverService<O> {
     }
 }
 
-/// A hosted account `username` under `node`, for the tests.
-#[cfg(test)]
-fn hosted(node: &crate::packet::Address, id: i64, username: &str) -> Arc<AccountInfo> {
-    let mut account = (*crate::service::testing::account(id, username)).clone();
-    account.ilp_address = node.with_suffix(username).expect("a valid username");
-    account.stream_receiver = true;
-    Arc::new(account)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
@@ -116,6 +107,14 @@ mod tests {
     use crate::packet::{ErrorCode, PrepareBuilder};
     use crate::service::testing::*;
     use crate::stream::{Frame, StreamKeys, StreamPacket};
+
+    /// A hosted account `username` under `node`, for the tests.
+    fn hosted(node: &crate::packet::Address, id: i64, username: &str) -> Arc<AccountInfo> {
+        let mut account = (*crate::service::testing::account(id, username)).clone();
+        account.ilp_address = node.with_suffix(username).expect("a valid username");
+        account.stream_receiver = true;
+        Arc::new(account)
+    }
 
     fn money_prepare(details: &ConnectionDetails, amount: u64) -> crate::packet::Prepare {
         let keys = StreamKeys::new(&details.shared_secret);
