@@ -390,10 +390,11 @@ async fn a_commit_cut_by_a_postgres_crash_is_applied_exactly_once() {
 #[tokio::test]
 async fn reservations_survive_a_postgres_crash_at_the_credit_limit() {
     // Proves invariant 2 across a database crash: 16 Prepares use all of alice's credit and
-    // wait at a slow next hop; PostgreSQL is SIGKILLed and restarted; a fresh Prepare from
+    // wait at a next hop that holds them; PostgreSQL is SIGKILLed and restarted; a fresh Prepare from
     // alice then gets T04 (the reservation was durable, the holds lived on in the connector),
     // nothing more is forwarded, and each of the 16 Fulfills is posted exactly once.
-    let receiver = Receiver::start(Behaviour::FulfillAfter(Duration::from_secs(8))).await;
+    // The next hop holds the 16 until the checks are done, however slow the machine.
+    let receiver = Receiver::start(Behaviour::FulfillWhenReleased).await;
     let cluster = PrivateCluster::start();
     add_accounts(&cluster.url, &receiver, "160");
     let node = Node::start_with_url(&cluster.url, "test.node", "127.0.0.1:0", &[]);
@@ -470,6 +471,7 @@ async fn reservations_survive_a_postgres_crash_at_the_credit_limit() {
         }
         other => panic!("a Prepare beyond the credit limit went through: {other:?}"),
     }
+    receiver.release();
     let mut seen = Traffic::default();
     for task in waiting {
         match task.await.unwrap() {

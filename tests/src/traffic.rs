@@ -24,6 +24,9 @@ pub enum Behaviour {
     Silent,
     /// Fulfill with [`FULFILLMENT`] after this long (a slow next hop).
     FulfillAfter(Duration),
+    /// Hold every Prepare until [`Receiver::release`], then fulfill it: a next hop as slow as
+    /// the test needs, whatever the machine's speed.
+    FulfillWhenReleased,
 }
 
 /// A fulfilling (or misbehaving) ILP-over-HTTP endpoint on 127.0.0.1.
@@ -32,6 +35,7 @@ pub struct Receiver {
     pub addr: SocketAddr,
     received: Arc<AtomicU64>,
     amount: Arc<AtomicU64>,
+    released: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -45,13 +49,15 @@ impl Receiver {
         let received = Arc::new(AtomicU64::new(0));
         let amount = Arc::new(AtomicU64::new(0));
         let (counter, sum) = (received.clone(), amount.clone());
+        let (released, release) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (counter, sum) = (counter.clone(), sum.clone());
+                let (counter, sum, release) = (counter.clone(), sum.clone(), release.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |request: Request<hyper::body::Incoming>| {
                             let (counter, sum) = (counter.clone(), sum.clone());
+                            let mut release = release.clone();
                             async move {
                                 let body = request
                                     .into_body()
@@ -67,6 +73,11 @@ impl Receiver {
                                     Behaviour::Fulfill => FULFILLMENT,
                                     Behaviour::FulfillAfter(delay) => {
                                         tokio::time::sleep(delay).await;
+                                        FULFILLMENT
+                                    }
+                                    Behaviour::FulfillWhenReleased => {
+                                        // Released, or the receiver is gone: answer either way.
+                                        let _ = release.wait_for(|released| *released).await;
                                         FULFILLMENT
                                     }
                                     Behaviour::WrongFulfillment => [1; 32],
@@ -95,8 +106,15 @@ impl Receiver {
             addr,
             received,
             amount,
+            released,
             task,
         }
+    }
+
+    /// Lets the Prepares a [`Behaviour::FulfillWhenReleased`] receiver holds be fulfilled,
+    /// and every later one at once.
+    pub fn release(&self) {
+        self.released.send_replace(true);
     }
 
     /// `http://<addr>/ilp`.
